@@ -1,0 +1,176 @@
+"""Typed configuration: frozen dataclasses, saved as JSON beside every model.
+
+Defaults are the patent's values (DESIGN section 4); CPU demos shrink epochs and image size by
+passing other values, never by subclassing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vetseg.errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a CT volume becomes model input slices.
+
+    Attributes:
+        window: CT window in HU; values are clipped to it before per-slice normalisation.
+        size: in-plane size (pixels) of the model input; slices are resized to size x size.
+        orientation: canonical orientation (ITK code) the scan is turned to before slicing, so
+            that axis 0 runs along the body's long axis whatever the order on disk.
+    """
+
+    window: tuple[float, float] = (-1000.0, 1000.0)
+    size: int = 512
+    orientation: str = "LPS"
+
+    def __post_init__(self) -> None:
+        if self.window[0] >= self.window[1]:
+            raise InputError(
+                f"CT window {self.window} is empty: its low end must be below its high end."
+            )
+        if self.size < 32 or self.size % 32:
+            raise InputError(f"input size {self.size} must be a multiple of 32 and at least 32.")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Per-sample augmentation probabilities (DESIGN section 4, defaults in the patent's ranges)."""
+
+    motion_blur: float = 0.05
+    horizontal_flip: float = 0.2
+    vertical_flip: float = 0.2
+    shift_scale_rotate: float = 0.3
+    distortion: float = 0.2
+    gauss_noise: float = 0.07
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: human model (S100), transfer (S101) or a refine round (S103).
+
+    Attributes:
+        epochs: scheduled epochs in total (frozen ones included).
+        freeze_epochs: the first epochs train with the body (EfficientNet module) frozen.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        tversky_alpha: Tversky weight of false positives.
+        tversky_beta: Tversky weight of false negatives.
+        threshold: when the best validation Dice stays under it, train ``extend`` more epochs.
+        extend: extension epochs (0: none).
+        batch_size: slices per step.
+        steps_per_epoch: cap on optimiser steps per epoch (None: one pass over the slices).
+        empty_slice_rate: fraction of slices without any organ kept for training.
+        seed: seed of the split, sampling, augmentation and initialisation.
+        num_workers: DataLoader workers (0 on small machines).
+    """
+
+    epochs: int = 10
+    freeze_epochs: int = 0
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    tversky_alpha: float = 0.5
+    tversky_beta: float = 0.5
+    threshold: float = 0.95
+    extend: int = 2
+    batch_size: int = 8
+    steps_per_epoch: int | None = None
+    empty_slice_rate: float = 0.1
+    seed: int = 0
+    num_workers: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"epochs must be at least 1, got {self.epochs}.")
+        if not 0 <= self.freeze_epochs <= self.epochs:
+            raise InputError(
+                f"freeze epochs ({self.freeze_epochs}) must lie between 0 and"
+                f" epochs ({self.epochs})."
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise InputError("learning rate must be positive and weight decay not negative.")
+        if self.tversky_alpha < 0 or self.tversky_beta < 0:
+            raise InputError("Tversky alpha and beta must not be negative.")
+        if self.extend < 0 or self.batch_size < 1:
+            raise InputError("extension epochs must be >= 0 and batch size >= 1.")
+
+    @classmethod
+    def human(cls, **overrides: Any) -> StageConfig:
+        """S100 defaults: 10 epochs, BCE + Tversky(0.5, 0.5), 1-2 extension epochs."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def transfer(cls, **overrides: Any) -> StageConfig:
+        """S101 defaults: 100 epochs, the first 50 frozen, Tversky(0.3, 0.7)."""
+        base = cls(epochs=100, freeze_epochs=50, tversky_alpha=0.3, tversky_beta=0.7, extend=5)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def refine(cls, **overrides: Any) -> StageConfig:
+        """S103 defaults: 30 epochs, the first 20 frozen, 5-10 extension epochs."""
+        base = cls(epochs=30, freeze_epochs=20, tversky_alpha=0.3, tversky_beta=0.7, extend=5)
+        return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """PPO-style fine-tuning (DESIGN section 5)."""
+
+    steps: int = 200
+    sync_every: int = 10
+    kappa: float = 0.5
+    clip: float = 0.2
+    replay_size: int = 256
+    replay_updates: int = 1
+    samples_per_image: int = 2
+    lr: float = 1e-5
+    batch_size: int = 4
+    seed: int = 0
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from ``data``; unknown keys are an error, nested configs allowed."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls} is not a dataclass")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}.")
+    kwargs: dict[str, Any] = {}
+    nested = {"preprocess": PreprocessConfig, "augment": AugmentConfig}
+    for name, value in data.items():
+        if name in nested and isinstance(value, dict):
+            value = from_dict(nested[name], value)
+        elif name == "window" and isinstance(value, list):
+            value = tuple(float(v) for v in value)
+        kwargs[name] = value
+    return cls(**kwargs)  # type: ignore[return-value]
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """Read a JSON settings file with a clear error for a missing or malformed one."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such settings file.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: settings must be a JSON object.")
+    return data

@@ -1,0 +1,1 @@
+"""io package of vetseg."""
