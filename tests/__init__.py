@@ -1,0 +1,1 @@
+"""vetseg tests."""
