@@ -1,0 +1,368 @@
+"""One short training loop for every stage: human model, transfer, refine rounds.
+
+A stage is a list of phases (``Phase(epochs=50, frozen=("body",))`` then ``Phase(epochs=50)``),
+Adam with the stage's learning rate and weight decay, BCE + Tversky loss, validation Dice per
+organ after every epoch, and the selection rule of DESIGN section 4: the best validation Dice
+among the selectable epochs (the unfrozen ones when some were frozen), with ``extend`` more
+epochs when that best stays under the threshold.
+
+Every epoch ends with one atomic checkpoint file (safetensors; its JSON state lives in the
+file's metadata, so weights and bookkeeping can never disagree). Every random draw of an epoch
+(sampling, augmentation, stochastic depth) is seeded from ``(seed, epoch)``, so a run resumed
+from a checkpoint reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vetseg.config import PreprocessConfig, StageConfig, to_dict
+from vetseg.errors import VetsegError
+from vetseg.fileutil import atomic_write_bytes
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A run of epochs with some model parts frozen (no gradient, norm statistics fixed)."""
+
+    epochs: int
+    frozen: tuple[str, ...] = ()
+    name: str = "train"
+
+
+def stage_phases(config: StageConfig, frozen_parts: tuple[str, ...] = ("body",)) -> list[Phase]:
+    """The phase list of a stage: ``freeze_epochs`` with ``frozen_parts`` frozen, then the rest."""
+    phases = []
+    if config.freeze_epochs:
+        phases.append(Phase(config.freeze_epochs, frozen_parts, "frozen"))
+    if config.epochs - config.freeze_epochs:
+        phases.append(Phase(config.epochs - config.freeze_epochs, (), "unfrozen"))
+    return phases
+
+
+@dataclass
+class ValidationCase:
+    """One validation case at model resolution: slices ``[z, 1, S, S]`` and labels ``[z, S, S]``."""
+
+    case_id: str
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def make_validation_cases(
+    loaded_cases: Sequence[Any], preprocess: PreprocessConfig
+) -> list[ValidationCase]:
+    """Preprocess validation cases once (same normalisation and resize as training)."""
+    from vetseg.data.preprocess import normalize_slices, resize_slices
+
+    out = []
+    for case in loaded_cases:
+        if case.labels is None:
+            raise VetsegError(f"validation case {case.case_id} has no label map.")
+        image = resize_slices(
+            normalize_slices(case.image, preprocess.window), preprocess.size, order=1
+        )
+        labels = resize_slices(case.labels, preprocess.size, order=0)
+        out.append(
+            ValidationCase(
+                case.case_id,
+                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1),
+                torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64)),
+            )
+        )
+    return out
+
+
+@torch.no_grad()
+def validation_dice(
+    model: nn.Module, cases: Sequence[ValidationCase], n_organs: int, batch_size: int = 16
+) -> np.ndarray:
+    """Per-organ Dice (rows: cases, columns: organs; NaN where the organ is absent in both)."""
+    from vetseg.training.losses import DiceAccumulator
+
+    was_training = model.training
+    model.eval()
+    rows = []
+    organ_ids = torch.arange(1, n_organs + 1).view(1, -1, 1, 1)
+    for case in cases:
+        acc = DiceAccumulator(n_organs)
+        for start in range(0, case.images.shape[0], batch_size):
+            logits = model(case.images[start : start + batch_size])
+            target = case.labels[start : start + batch_size].unsqueeze(1) == organ_ids
+            acc.update(logits > 0, target)
+        rows.append(acc.dice())
+    model.train(was_training)
+    return np.asarray(rows, dtype=np.float64).reshape(len(cases), n_organs)
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean over finite entries; 0.0 when there are none (nothing to segment counts as failure)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`; ``model`` holds the selected (best) weights."""
+
+    best_epoch: int
+    best_dice: float
+    best_per_organ: list[float]
+    extended: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train a model through its phases, validate every epoch, select, checkpoint, resume.
+
+    Args:
+        model: a network with ``freeze(parts)`` / ``unfreeze_all()`` (vetseg models).
+        train_set: a :class:`~vetseg.data.slices.SliceDataset` (``set_epoch``, ``slice_weights``).
+        val_cases: validation cases from :func:`make_validation_cases`.
+        organs: organ names, one output channel each.
+        config: the stage's settings.
+        out_dir: where checkpoint and metrics log go.
+        phases: phase list; default :func:`stage_phases` of ``config``.
+        progress: show a rich progress bar.
+        on_epoch: called with each epoch's record (e.g. to print or to stop early in tests).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Any,
+        val_cases: Sequence[ValidationCase],
+        organs: Sequence[str],
+        config: StageConfig,
+        out_dir: Path,
+        *,
+        phases: list[Phase] | None = None,
+        progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        from vetseg.training.losses import BCETverskyLoss
+
+        self.model = model
+        self.train_set = train_set
+        self.val_cases = list(val_cases)
+        self.organs = tuple(organs)
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.phases = phases if phases is not None else stage_phases(config)
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.loss_fn = BCETverskyLoss(config.tversky_alpha, config.tversky_beta)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+        self.best_dice = -math.inf
+        self.extended = False
+
+    # ------------------------------------------------------------------ schedule
+    def _phase_of(self, epoch: int) -> Phase:
+        start = 0
+        for phase in self.phases:
+            if epoch < start + phase.epochs:
+                return phase
+            start += phase.epochs
+        return self.phases[-1]  # extension epochs continue the last phase
+
+    @property
+    def scheduled_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def _selectable(self, epoch: int) -> bool:
+        # "best val Dice among unfrozen epochs": frozen epochs count only when no epoch is unfrozen.
+        if all(p.frozen for p in self.phases):
+            return True
+        return not self._phase_of(epoch).frozen
+
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self, epoch: int, progress: Any) -> float:
+        cfg = self.config
+        phase = self._phase_of(epoch)
+        self.model.unfreeze_all()
+        if phase.frozen:
+            self.model.freeze(phase.frozen)
+        self.model.train()
+        epoch_seed = cfg.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        self.train_set.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        weights = torch.as_tensor(self.train_set.slice_weights(), dtype=torch.double)
+        n_samples = (
+            cfg.steps_per_epoch * cfg.batch_size if cfg.steps_per_epoch else len(self.train_set)
+        )
+        sampler = torch.utils.data.WeightedRandomSampler(
+            weights, n_samples, replacement=True, generator=generator
+        )
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            drop_last=n_samples >= 2 * cfg.batch_size,
+        )
+        task = progress.add_task(f"epoch {epoch + 1} ({phase.name})", total=len(loader), info="")
+        losses = []
+        for images, targets in loader:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(images), targets)
+            if not torch.isfinite(loss):
+                raise VetsegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}).")
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            progress.update(task, advance=1, info=f"loss {np.mean(losses):.4f}")
+        progress.remove_task(task)
+        return float(np.mean(losses)) if losses else float("nan")
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = False) -> FitResult:
+        """Run (or resume) the stage; the model ends with the selected weights loaded."""
+        from vetseg.training.progress import make_progress
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start_epoch = 0
+        if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
+            start_epoch = self._load_checkpoint()
+        self._rewrite_metrics_log()
+        with make_progress(enabled=self.progress) as progress:
+            epoch = start_epoch
+            while epoch < self.scheduled_epochs + (self.config.extend if self.extended else 0):
+                started = time.perf_counter()
+                train_loss = self._train_epoch(epoch, progress)
+                per_case = validation_dice(self.model, self.val_cases, len(self.organs))
+                per_organ = [nanmean(per_case[:, i]) for i in range(len(self.organs))]
+                mean_dice = nanmean(per_case)
+                record = {
+                    "epoch": epoch + 1,
+                    "phase": self._phase_of(epoch).name,
+                    "frozen": list(self._phase_of(epoch).frozen),
+                    "train_loss": train_loss,
+                    "val_dice": dict(zip(self.organs, per_organ, strict=True)),
+                    "val_mean_dice": mean_dice,
+                    "selectable": self._selectable(epoch),
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
+                if record["selectable"] and mean_dice > self.best_dice:
+                    self.best_dice, self.best_epoch = mean_dice, epoch + 1
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                record["best_epoch"] = self.best_epoch
+                self.history.append(record)
+                epoch += 1
+                if (
+                    epoch == self.scheduled_epochs
+                    and not self.extended
+                    and self.config.extend > 0
+                    and self.best_dice < self.config.threshold
+                ):
+                    self.extended = True
+                    record["extension"] = (
+                        f"best Dice {self.best_dice:.3f} < threshold {self.config.threshold}: "
+                        f"{self.config.extend} more epochs"
+                    )
+                self._append_metrics(record)
+                self._save_checkpoint(epoch)
+                progress.console.print(
+                    f"epoch {record['epoch']:>3} {record['phase']:<8} loss {train_loss:.4f}  "
+                    f"val Dice {mean_dice:.3f}  (best {self.best_dice:.3f} @ {self.best_epoch})"
+                )
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.unfreeze_all()
+        self.model.eval()
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
+        return FitResult(
+            best_epoch=self.best_epoch,
+            best_dice=float(self.best_dice),
+            best_per_organ=list(best["val_dice"].values()) if best else [],
+            extended=self.extended,
+            history=list(self.history),
+        )
+
+    # ------------------------------------------------------------------ files
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS_NAME, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _rewrite_metrics_log(self) -> None:
+        # The log holds exactly the epochs the checkpoint has (a kill between the two writes
+        # must not leave an epoch twice).
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_bytes(self.out_dir / METRICS_NAME, text.encode())
+
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        from safetensors.torch import save
+
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in self.model.state_dict().items():
+            tensors[f"model.{name}"] = value.detach().clone().contiguous()
+        if self.best_state is not None:
+            for name, value in self.best_state.items():
+                tensors[f"best.{name}"] = value.detach().clone().contiguous()
+        opt_state = self.optimizer.state_dict()
+        for index, state in opt_state["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = value.detach().clone().contiguous()
+        state_json = {
+            "epochs_done": epochs_done,
+            "best_epoch": self.best_epoch,
+            "best_dice": self.best_dice if math.isfinite(self.best_dice) else None,
+            "extended": self.extended,
+            "history": self.history,
+            "param_groups": opt_state["param_groups"],
+            "config": to_dict(self.config),
+        }
+        payload = save(tensors, metadata={"vetseg_checkpoint": json.dumps(state_json)})
+        atomic_write_bytes(self.out_dir / CHECKPOINT_NAME, payload)
+
+    def _load_checkpoint(self) -> int:
+        from safetensors import safe_open
+
+        path = self.out_dir / CHECKPOINT_NAME
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no iterator
+                tensors[key] = handle.get_tensor(key)
+        if "vetseg_checkpoint" not in metadata:
+            raise VetsegError(f"{path}: not a vetseg training checkpoint.")
+        state = json.loads(metadata["vetseg_checkpoint"])
+        self.model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        optim_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                optim_state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(
+            {"state": optim_state, "param_groups": state["param_groups"]}
+        )
+        self.best_epoch = int(state["best_epoch"])
+        self.best_dice = -math.inf if state["best_dice"] is None else float(state["best_dice"])
+        self.extended = bool(state["extended"])
+        self.history = list(state["history"])
+        return int(state["epochs_done"])
