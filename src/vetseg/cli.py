@@ -111,6 +111,195 @@ def info(
     print(format_description(describe(scan)))
 
 
+# --------------------------------------------------------------------------- the method
+def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
+    """Stage defaults (DESIGN section 4), then the JSON file's values, then explicit options."""
+    import dataclasses
+
+    from vetseg.config import AugmentConfig, StageConfig, from_dict, load_json
+
+    base = {"human": StageConfig.human, "transfer": StageConfig.transfer}[kind]()
+    if config_file is not None:
+        merged = {**dataclasses.asdict(base), **load_json(config_file)}
+        base = from_dict(StageConfig, merged)
+    size = options.pop("size", None)
+    no_augment = options.pop("no_augment", False)
+    changes = {k: v for k, v in options.items() if v is not None}
+    if size is not None:
+        changes["preprocess"] = dataclasses.replace(base.preprocess, size=size)
+    if no_augment:
+        changes["augment"] = AugmentConfig(enabled=False)
+    return dataclasses.replace(base, **changes)
+
+
+_EPOCHS = typer.Option(None, "--epochs", help="Epochs in total (human 10, transfer 100).")
+_FREEZE = typer.Option(None, "--freeze-epochs", help="First epochs with the body frozen (50).")
+_SIZE = typer.Option(None, "--size", help="In-plane model input size in pixels (512).")
+_LR = typer.Option(None, "--lr", help="Adam learning rate (1e-4).")
+_WD = typer.Option(None, "--weight-decay", help="Adam weight decay (1e-5).")
+_ALPHA = typer.Option(None, "--tversky-alpha", help="Tversky false-positive weight (0.5 / 0.3).")
+_BETA = typer.Option(None, "--tversky-beta", help="Tversky false-negative weight (0.5 / 0.7).")
+_THRESHOLD = typer.Option(
+    None, "--threshold", help="Extend training while best Dice < this (0.95)."
+)
+_EXTEND = typer.Option(None, "--extend", help="Extension epochs when under the threshold.")
+_BATCH = typer.Option(None, "--batch-size", help="Slices per step (8).")
+_STEPS = typer.Option(
+    None, "--steps-per-epoch", help="Cap on steps per epoch (default: all slices)."
+)
+_SEED = typer.Option(None, "--seed", help="Seed of split, sampling and initialisation (0).")
+_CONFIG = typer.Option(None, "--config", help="JSON file with any of these settings.")
+_RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
+_NO_AUG = typer.Option(False, "--no-augment", help="Train without augmentation.")
+
+
+@app.command("train-human")
+@user_errors
+def train_human_cmd(
+    data: Path = typer.Argument(
+        ..., help="Labelled human CT: MSD, TotalSegmentator or pairs layout."
+    ),
+    out: Path = typer.Option(..., "--out", help="Model folder to write."),
+    epochs: int | None = _EPOCHS,
+    size: int | None = _SIZE,
+    lr: float | None = _LR,
+    weight_decay: float | None = _WD,
+    tversky_alpha: float | None = _ALPHA,
+    tversky_beta: float | None = _BETA,
+    threshold: float | None = _THRESHOLD,
+    extend: int | None = _EXTEND,
+    batch_size: int | None = _BATCH,
+    steps_per_epoch: int | None = _STEPS,
+    seed: int | None = _SEED,
+    config: Path | None = _CONFIG,
+    resume: bool = _RESUME,
+    no_augment: bool = _NO_AUG,
+) -> None:
+    """S100: train the human organ model (stem + EfficientNet-b1 module + first head)."""
+    cfg = _stage_config(
+        "human",
+        config,
+        epochs=epochs,
+        size=size,
+        lr=lr,
+        weight_decay=weight_decay,
+        tversky_alpha=tversky_alpha,
+        tversky_beta=tversky_beta,
+        threshold=threshold,
+        extend=extend,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        no_augment=no_augment,
+    )
+    from vetseg.training.stages import train_human
+
+    info = train_human(data, out, cfg, resume=resume)
+    _print_model_summary(info, out)
+
+
+@app.command()
+@user_errors
+def transfer(
+    human_model: Path = typer.Argument(..., help="A trained human model folder."),
+    data: Path = typer.Argument(..., help="Labelled animal CT (a handful of cases)."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write."),
+    epochs: int | None = _EPOCHS,
+    freeze_epochs: int | None = _FREEZE,
+    size: int | None = _SIZE,
+    lr: float | None = _LR,
+    weight_decay: float | None = _WD,
+    tversky_alpha: float | None = _ALPHA,
+    tversky_beta: float | None = _BETA,
+    threshold: float | None = _THRESHOLD,
+    extend: int | None = _EXTEND,
+    batch_size: int | None = _BATCH,
+    steps_per_epoch: int | None = _STEPS,
+    seed: int | None = _SEED,
+    config: Path | None = _CONFIG,
+    resume: bool = _RESUME,
+    no_augment: bool = _NO_AUG,
+    scratch: bool = typer.Option(
+        False, "--scratch", help="Baseline: same architecture from random weights, nothing frozen."
+    ),
+) -> None:
+    """S101: build the animal model from a human model and train it on animal CT."""
+    cfg = _stage_config(
+        "transfer",
+        config,
+        epochs=epochs,
+        freeze_epochs=freeze_epochs,
+        size=size,
+        lr=lr,
+        weight_decay=weight_decay,
+        tversky_alpha=tversky_alpha,
+        tversky_beta=tversky_beta,
+        threshold=threshold,
+        extend=extend,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        no_augment=no_augment,
+    )
+    from vetseg.training.stages import transfer as run_transfer
+
+    info = run_transfer(human_model, data, out, cfg, resume=resume, from_scratch=scratch)
+    _print_model_summary(info, out)
+
+
+def _print_model_summary(info: Any, out: Path) -> None:
+    metrics = info.metrics
+    print(
+        f"model {info.model_id} written to {out}: best validation mean Dice "
+        f"{metrics.get('val_mean_dice', float('nan')):.3f} at epoch {metrics.get('best_epoch')}"
+        + (" (trained on synthetic data)" if info.synthetic_data else "")
+    )
+
+
+@app.command()
+@user_errors
+def segment(
+    model: Path = typer.Argument(..., help="A vetseg model folder."),
+    scan: Path = typer.Argument(..., help="CT scan: NIfTI, NRRD, MHA or a DICOM series folder."),
+    out: Path = typer.Option(..., "--out", help="Label map to write (.nii.gz, .nrrd, .seg.nrrd)."),
+    preview_png: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview."),
+    batch_size: int = typer.Option(8, help="Slices per forward pass."),
+) -> None:
+    """S201: segment a scan into an organ label map on the scan's own grid."""
+    from vetseg.inference.segmenter import Segmenter
+
+    segmenter = Segmenter.load(model, batch_size=batch_size)
+    prediction = segmenter.predict_file(scan, out)
+    present = [o for i, o in enumerate(segmenter.organs) if (prediction.labels == i + 1).any()]
+    print(f"wrote {out}: {len(present)} organ(s) found: {', '.join(present) or 'none'}")
+    if preview_png is not None:
+        from vetseg.viz.preview import save_preview_file
+
+        save_preview_file(scan, preview_png, labels=out)
+        print(f"wrote {preview_png}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Path = typer.Argument(..., help="A vetseg model folder."),
+    data: Path = typer.Argument(..., help="A labelled dataset."),
+    split: str = typer.Option("all", help="all, or train/val/test of the model's own split."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the table as JSON here."),
+) -> None:
+    """Per-organ Dice of a model on a labelled dataset (table on screen, JSON on request)."""
+    from vetseg.reporting import print_dice_table
+    from vetseg.training.stages import evaluate as run_evaluate
+
+    result = run_evaluate(model, data, split=split)
+    print_dice_table({Path(model).name: result}, result["organs"], synthetic=result["synthetic"])
+    if json_out is not None:
+        from vetseg.fileutil import atomic_write_json
+
+        atomic_write_json(json_out, result)
+        print(f"wrote {json_out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

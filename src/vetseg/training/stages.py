@@ -1,0 +1,268 @@
+"""The method's stages as functions: train the human model (S100), transfer it (S101), train
+the same animal architecture from scratch (the baseline), and evaluate any model on a dataset.
+
+Each stage writes a model folder ``OUT/`` (model.safetensors + model.json) and its training
+record under ``OUT/train/`` (splits.json, config.json, metrics.jsonl, checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vetseg.config import StageConfig, to_dict
+from vetseg.errors import InputError
+from vetseg.fileutil import atomic_write_json
+from vetseg.labels import CORE_ORGANS
+from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
+from vetseg.training.trainer import Trainer, make_validation_cases, nanmean, validation_dice
+
+
+@dataclass
+class PreparedData:
+    """A dataset opened, split by case and loaded into memory."""
+
+    dataset: Any
+    splits: dict[str, list[str]]
+    train: list[Any]
+    val: list[Any]
+    test: list[Any]
+
+
+def prepare_data(
+    data: Path,
+    organs: Sequence[str],
+    seed: int,
+    splits_path: Path,
+    ratios: tuple[int, int, int] = (8, 1, 1),
+) -> PreparedData:
+    """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
+
+    Raises:
+        InputError: when the dataset has no labelled case or too few for the split.
+    """
+    from vetseg.data.datasets import load_case, open_dataset, read_splits, split_by_case
+    from vetseg.data.datasets import write_splits as _write_splits
+
+    dataset = open_dataset(Path(data), organs=organs)
+    labelled = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
+    if not labelled:
+        raise InputError(f"{data}: no labelled case to train on.")
+    if splits_path.is_file():
+        splits = read_splits(splits_path)
+    else:
+        splits = split_by_case([c.case_id for c in labelled], seed=seed, ratios=ratios)
+        _write_splits(splits_path, splits)
+    by_id = {c.case_id: c for c in labelled}
+    missing = [cid for part in splits.values() for cid in part if cid not in by_id]
+    if missing:
+        raise InputError(f"{splits_path}: case(s) {', '.join(missing[:5])} are not in {data}.")
+
+    def load(ids: list[str]) -> list[Any]:
+        return [load_case(dataset, by_id[cid]) for cid in ids]
+
+    return PreparedData(
+        dataset, splits, load(splits["train"]), load(splits["val"]), load(splits.get("test", []))
+    )
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["vetseg", *sys.argv[1:]])
+
+
+def _fit(
+    model: torch.nn.Module,
+    prepared: PreparedData,
+    organs: Sequence[str],
+    config: StageConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+) -> tuple[Any, dict[str, Any]]:
+    from vetseg.data.slices import SliceDataset
+
+    train_dir = out / "train"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(train_dir / "config.json", to_dict(config))
+    train_set = SliceDataset(
+        prepared.train,
+        organs,
+        config.preprocess,
+        augment=config.augment if config.augment.enabled else None,
+        empty_slice_rate=config.empty_slice_rate,
+        seed=config.seed,
+    )
+    val_cases = make_validation_cases(prepared.val, config.preprocess)
+    trainer = Trainer(model, train_set, val_cases, organs, config, train_dir, progress=progress)
+    result = trainer.fit(resume=resume)
+    metrics = {
+        "val_mean_dice": result.best_dice,
+        "val_dice": dict(zip(organs, result.best_per_organ, strict=False)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "extended": result.extended,
+    }
+    training = {
+        "data": str(Path(prepared.dataset.root).resolve()),
+        "split": prepared.splits,
+        "config": to_dict(config),
+        "command": _command_line(),
+        "slices": len(train_set),
+    }
+    return result, {"metrics": metrics, "training": training}
+
+
+def train_human(
+    data: Path,
+    out: Path,
+    config: StageConfig,
+    organs: Sequence[str] = CORE_ORGANS,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> ModelInfo:
+    """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch."""
+    from vetseg.models.human import HumanOrganNet
+
+    out = Path(out)
+    torch.manual_seed(config.seed)
+    prepared = prepare_data(data, organs, config.seed, out / "train" / "splits.json")
+    model = HumanOrganNet(n_organs=len(organs))
+    _, record = _fit(model, prepared, organs, config, out, resume, progress)
+    info = ModelInfo(
+        model_id=new_model_id("human"),
+        architecture=model.architecture(),
+        organs=tuple(organs),
+        preprocess=config.preprocess,
+        stage="human",
+        species=prepared.dataset.species or "human",
+        parent=None,
+        synthetic_data=bool(prepared.dataset.synthetic),
+        **record,
+    )
+    save_model(model, out, info)
+    return info
+
+
+def transfer(
+    human_model: Path,
+    data: Path,
+    out: Path,
+    config: StageConfig,
+    *,
+    organs: Sequence[str] | None = None,
+    refine_blocks: int = 2,
+    attention: str = "scse",
+    from_scratch: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    ratios: tuple[int, int, int] = (8, 1, 1),
+) -> ModelInfo:
+    """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
+
+    With ``from_scratch`` the same architecture starts from random weights (the baseline): no
+    transferred weights and no frozen epochs.
+    """
+    from vetseg.models.animal import AnimalOrganNet
+    from vetseg.models.human import HumanOrganNet
+
+    out = Path(out)
+    human, human_info = load_model(Path(human_model))
+    organs = tuple(organs or human_info.organs)
+    if human_info.preprocess.size != config.preprocess.size and not from_scratch:
+        # The body was trained at the human model's size; keep it unless told otherwise.
+        config = dataclasses.replace(
+            config,
+            preprocess=dataclasses.replace(config.preprocess, size=human_info.preprocess.size),
+        )
+    torch.manual_seed(config.seed)
+    if from_scratch:
+        human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
+        config = dataclasses.replace(config, freeze_epochs=0)
+    model = AnimalOrganNet.from_human(
+        human, n_organs=len(organs), refine_blocks=refine_blocks, attention=attention
+    )
+    prepared = prepare_data(data, organs, config.seed, out / "train" / "splits.json", ratios)
+    _, record = _fit(model, prepared, organs, config, out, resume, progress)
+    stage = "scratch" if from_scratch else "transfer"
+    info = ModelInfo(
+        model_id=new_model_id(stage),
+        architecture=model.architecture(),
+        organs=organs,
+        preprocess=config.preprocess,
+        stage=stage,
+        species=prepared.dataset.species,
+        parent=None if from_scratch else human_info.model_id,
+        synthetic_data=bool(prepared.dataset.synthetic) or human_info.synthetic_data,
+        **record,
+    )
+    save_model(model, out, info)
+    return info
+
+
+def evaluate(
+    model_path: Path, data: Path, split: str = "all", organ_map: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Dice per organ of a model on a dataset, on each scan's own grid.
+
+    Args:
+        model_path: a model folder.
+        data: a labelled dataset.
+        split: "all", or "train" / "val" / "test" of the model's own recorded split.
+        organ_map: model organ -> dataset organ (e.g. the human -> animal correspondence for a
+            zero-shot human model); default: the same names.
+
+    Returns:
+        ``{"organs": [...], "per_case": {case: {organ: dice}}, "per_organ": {organ: mean},
+        "mean_dice": float, "synthetic": bool}``.
+    """
+    from vetseg.data.datasets import load_case, open_dataset
+    from vetseg.inference.segmenter import Segmenter
+    from vetseg.training.losses import DiceAccumulator
+
+    segmenter = Segmenter.load(model_path)
+    organ_map = organ_map or {o: o for o in segmenter.organs}
+    target_organs = tuple(o for o in segmenter.organs if o in organ_map)
+    dataset = open_dataset(Path(data), organs=[organ_map[o] for o in target_organs])
+    cases = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
+    if split != "all":
+        ids = set(segmenter.info.training.get("split", {}).get(split, []))
+        cases = [c for c in cases if c.case_id in ids]
+    if not cases:
+        raise InputError(f"{data}: no labelled case to evaluate (split {split!r}).")
+    per_case: dict[str, dict[str, float]] = {}
+    for case in cases:
+        loaded = load_case(dataset, case)
+        prediction = segmenter.predict(loaded.image, loaded.canonical_meta)
+        acc = DiceAccumulator(len(target_organs))
+        pred = np.stack([prediction.labels == segmenter.organs.index(o) + 1 for o in target_organs])
+        true = np.stack([loaded.labels == i + 1 for i in range(len(target_organs))])
+        acc.update(torch.from_numpy(pred).unsqueeze(0), torch.from_numpy(true).unsqueeze(0))
+        per_case[case.case_id] = {
+            organ_map[o]: float(d) for o, d in zip(target_organs, acc.dice(), strict=True)
+        }
+    organs_out = [organ_map[o] for o in target_organs]
+    table = np.array([[per_case[c][o] for o in organs_out] for c in per_case])
+    per_organ = {o: nanmean(table[:, i]) for i, o in enumerate(organs_out)}
+    return {
+        "model": str(model_path),
+        "model_id": segmenter.info.model_id,
+        "data": str(data),
+        "split": split,
+        "organs": organs_out,
+        "per_case": per_case,
+        "per_organ": per_organ,
+        "mean_dice": nanmean(table),
+        "synthetic": bool(dataset.synthetic),
+    }
+
+
+__all__ = ["evaluate", "prepare_data", "train_human", "transfer", "validation_dice"]
