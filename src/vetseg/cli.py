@@ -300,6 +300,33 @@ def evaluate(
         print(f"wrote {json_out}")
 
 
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, models, results."),
+    full: bool = typer.Option(False, "--full", help="Longer run; trains the human model here."),
+    train_human: bool = typer.Option(
+        False, "--train-human", help="Train the human model here instead of using the shipped one."
+    ),
+    labelled: int | None = typer.Option(None, "--labelled", help="Labelled rabbits (k, 5)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of phantoms and training (0)."),
+) -> None:
+    """Phantoms -> human model -> rabbit transfer -> Dice on held-out rabbits vs two baselines."""
+    import dataclasses
+
+    from vetseg.demo import DemoConfig, run_demo
+
+    config = DemoConfig.full() if full else DemoConfig()
+    changes: dict[str, Any] = {"train_human": config.train_human or train_human}
+    if labelled is not None:
+        if labelled < 2:
+            raise typer.BadParameter("--labelled needs at least 2 rabbits (one validates).")
+        changes["labelled"] = labelled
+    if seed is not None:
+        changes["seed"] = seed
+    run_demo(out, dataclasses.replace(config, **changes))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -226,7 +226,7 @@ def evaluate(
     """
     from vetseg.data.datasets import load_case, open_dataset
     from vetseg.inference.segmenter import Segmenter
-    from vetseg.training.losses import DiceAccumulator
+    from vetseg.training.metrics import DiceAccumulator
 
     segmenter = Segmenter.load(model_path)
     organ_map = organ_map or {o: o for o in segmenter.organs}

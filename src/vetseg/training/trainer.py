@@ -92,7 +92,7 @@ def validation_dice(
     model: nn.Module, cases: Sequence[ValidationCase], n_organs: int, batch_size: int = 16
 ) -> np.ndarray:
     """Per-organ Dice (rows: cases, columns: organs; NaN where the organ is absent in both)."""
-    from vetseg.training.losses import DiceAccumulator
+    from vetseg.training.metrics import DiceAccumulator
 
     was_training = model.training
     model.eval()

@@ -1,0 +1,189 @@
+"""The training loop: phases, frozen parts, selection, extension, checkpoint and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vetseg.config import StageConfig
+from vetseg.models.factory import SegmentationModel
+from vetseg.training.trainer import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    Phase,
+    Trainer,
+    ValidationCase,
+    stage_phases,
+)
+
+SIZE = 32
+N_ORGANS = 2
+
+
+class TinyNet(SegmentationModel):
+    """A small stem / body / head network with BatchNorm in the body."""
+
+    PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "head")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Conv2d(4, N_ORGANS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x)))
+
+    def architecture(self) -> dict[str, Any]:
+        return {"class": "TinyNet"}
+
+
+def _sample(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bright square (organ 1) and a brighter disc (organ 2) at seeded positions."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0, 0.3, (SIZE, SIZE)).astype(np.float32)
+    target = np.zeros((N_ORGANS, SIZE, SIZE), np.float32)
+    y, x = rng.integers(4, SIZE - 12, size=2)
+    image[y : y + 8, x : x + 8] += 2.0
+    target[0, y : y + 8, x : x + 8] = 1
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    cy, cx = rng.integers(6, SIZE - 6, size=2)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+    image[disc] = 4.0 + image[disc] * 0.5
+    target[1][disc] = 1
+    target[0][disc] = 0
+    return torch.from_numpy(image)[None], torch.from_numpy(target)
+
+
+class ToySlices(torch.utils.data.Dataset):
+    """Mimics SliceDataset: per-(epoch, index) seeded noise as 'augmentation'."""
+
+    def __init__(self, n: int = 24) -> None:
+        self.items = [_sample(i) for i in range(n)]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def slice_weights(self) -> np.ndarray:
+        return np.ones(len(self.items))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, target = self.items[i]
+        g = torch.Generator().manual_seed(self.epoch * 1000 + i)
+        return image + 0.05 * torch.randn(image.shape, generator=g), target
+
+
+def _val_cases() -> list[ValidationCase]:
+    images, labels = [], []
+    for i in range(100, 108):
+        image, target = _sample(i)
+        images.append(image)
+        labels.append((target[0] * 1 + target[1] * 2).long())
+    return [ValidationCase("val", torch.stack(images), torch.stack(labels))]
+
+
+def _config(**overrides: Any) -> StageConfig:
+    base = {
+        "epochs": 4,
+        "freeze_epochs": 2,
+        "lr": 1e-2,
+        "batch_size": 4,
+        "steps_per_epoch": 4,
+        "extend": 0,
+        "seed": 3,
+    }
+    return StageConfig(**{**base, **overrides})
+
+
+def _trainer(tmp: Path, config: StageConfig, **kwargs: Any) -> Trainer:
+    torch.manual_seed(0)
+    return Trainer(
+        TinyNet(), ToySlices(), _val_cases(), ("a", "b"), config, tmp, progress=False, **kwargs
+    )
+
+
+def test_stage_phases_follow_config() -> None:
+    assert stage_phases(StageConfig.transfer()) == [
+        Phase(50, ("body",), "frozen"),
+        Phase(50, (), "unfrozen"),
+    ]
+    assert stage_phases(StageConfig.human()) == [Phase(10, (), "unfrozen")]
+
+
+def test_frozen_phase_keeps_body_weights_and_bn_stats(tmp_path: Path) -> None:
+    seen: list[dict[str, torch.Tensor]] = []
+    trainer = _trainer(tmp_path, _config(epochs=3, freeze_epochs=2))
+    body_before = {k: v.clone() for k, v in trainer.model.body.state_dict().items()}
+    head_before = trainer.model.head.weight.clone()
+
+    def snapshot(record: dict[str, Any]) -> None:
+        seen.append({k: v.clone() for k, v in trainer.model.body.state_dict().items()})
+
+    trainer.on_epoch = snapshot
+    trainer.fit()
+    for key, value in body_before.items():  # after the two frozen epochs: nothing moved
+        assert torch.equal(seen[1][key], value), key
+    assert not torch.equal(seen[2]["0.weight"], body_before["0.weight"])  # unfrozen epoch trains
+    assert not torch.equal(seen[2]["1.running_mean"], body_before["1.running_mean"])
+    assert not torch.equal(trainer.model.head.weight, head_before)
+
+
+def test_selection_only_among_unfrozen_epochs(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, _config(epochs=4, freeze_epochs=2))
+    result = trainer.fit()
+    assert result.best_epoch in (3, 4)
+    records = [json.loads(line) for line in (tmp_path / METRICS_NAME).read_text().splitlines()]
+    assert [r["selectable"] for r in records] == [False, False, True, True]
+    best = max((r for r in records if r["selectable"]), key=lambda r: r["val_mean_dice"])
+    assert best["epoch"] == result.best_epoch
+    assert result.best_dice == pytest.approx(best["val_mean_dice"])
+
+
+def test_training_learns_the_toy_task(tmp_path: Path) -> None:
+    result = _trainer(tmp_path, _config(epochs=15, freeze_epochs=0, steps_per_epoch=10)).fit()
+    assert result.best_dice > 0.6  # an untrained net scores near 0 on these shapes
+
+
+def test_extension_epochs_when_below_threshold(tmp_path: Path) -> None:
+    result = _trainer(tmp_path, _config(epochs=2, freeze_epochs=0, threshold=1.01, extend=2)).fit()
+    assert result.extended and len(result.history) == 4
+    result = _trainer(
+        tmp_path / "b", _config(epochs=2, freeze_epochs=0, threshold=0.0, extend=2)
+    ).fit()
+    assert not result.extended and len(result.history) == 2
+
+
+def test_resume_reaches_the_same_weights(tmp_path: Path) -> None:
+    config = _config(epochs=4, freeze_epochs=1)
+    straight = _trainer(tmp_path / "straight", config)
+    straight.fit()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record: dict[str, Any]) -> None:
+        if record["epoch"] == 2:
+            raise Stop
+
+    interrupted = _trainer(tmp_path / "resumed", config, on_epoch=stop_after_two)
+    with pytest.raises(Stop):
+        interrupted.fit()
+    assert (tmp_path / "resumed" / CHECKPOINT_NAME).is_file()
+    resumed = _trainer(tmp_path / "resumed", config)
+    torch.manual_seed(12345)  # the global RNG state must not matter
+    resumed.fit(resume=True)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert resumed.best_epoch == straight.best_epoch
+    log = (tmp_path / "resumed" / METRICS_NAME).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4]
