@@ -1,0 +1,185 @@
+"""The human model (patent fig. 2): stem -> EfficientNet U-Net body -> first segmentation head.
+
+Shapes for an input ``[B, 1, H, W]`` (H and W multiples of 32), default options:
+
+- ``stem``: ``[B, 16, H, W]`` (F_stem);
+- ``body``: EfficientNet-b1 features at H/2 .. H/32 (16, 24, 40, 112, 320 channels), decoded
+  U-Net style back to ``[B, 16, H/2, W/2]``;
+- ``head``: ``[B, n_organs, H, W]`` logits, one sigmoid channel per organ (multi-label;
+  background is "no organ").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import EfficientNetEncoder
+from torch import nn
+
+from vetseg.models.blocks import ConvModule
+from vetseg.models.factory import SegmentationModel
+
+DEFAULT_DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16)
+
+# The encoder's classification head (1x1 conv to 1280 channels, pooling, dropout, fc) is never
+# used by its feature forward; dropped so that it neither costs memory nor holds parameters that
+# never receive a gradient.
+_UNUSED_ENCODER_PARTS = (
+    "_conv_head",
+    "_conv_head_padding",
+    "_bn1",
+    "_avg_pooling",
+    "_dropout",
+    "_fc",
+)
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the momentum of every BatchNorm layer inside ``module``.
+
+    MONAI's EfficientNet defaults to 0.01: after a few hundred CPU steps the running statistics
+    are still near their start and eval-mode output is empty (DESIGN section 3).
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.momentum = momentum
+
+
+def check_input(x: torch.Tensor, divisor: int = 32) -> None:
+    """Raise ValueError unless ``x`` is ``[B, 1, H, W]`` with H and W multiples of ``divisor``."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected input [B, 1, H, W], got {tuple(x.shape)}")
+    if x.shape[-2] % divisor or x.shape[-1] % divisor:
+        raise ValueError(
+            f"input height and width must be multiples of {divisor}, got {tuple(x.shape[-2:])}"
+        )
+
+
+class EfficientUNetBody(nn.Module):
+    """The "EfficientNet module": MONAI's EfficientNet encoder and a light U-Net decoder.
+
+    Args:
+        in_channels: channels of the stem output it reads.
+        encoder: MONAI EfficientNet name (``"efficientnet-b0"`` .. ``"efficientnet-b8"``).
+        decoder_channels: output channels of the four decoder stages, from H/16 to H/2.
+        bn_momentum: momentum of every BatchNorm, the encoder's included.
+
+    Shapes:
+        ``[B, in_channels, H, W] -> [B, decoder_channels[-1], H/2, W/2]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        encoder: str = "efficientnet-b1",
+        decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        names = EfficientNetEncoder.get_encoder_names()
+        if encoder not in names:
+            raise ValueError(f"unknown encoder {encoder!r}; expected one of {names}")
+        if len(decoder_channels) != 4:
+            raise ValueError(
+                f"decoder_channels needs 4 stages (H/16, H/8, H/4, H/2), got {decoder_channels}"
+            )
+        self.encoder = EfficientNetEncoder(
+            model_name=encoder,
+            pretrained=False,  # no weights can be fetched here, and ImageNet has 3 channels
+            spatial_dims=2,
+            in_channels=in_channels,
+            norm=("batch", {"eps": 1e-3, "momentum": bn_momentum}),
+        )
+        for name in _UNUSED_ENCODER_PARTS:
+            delattr(self.encoder, name)
+        set_bn_momentum(self.encoder, bn_momentum)
+        # Features at /2, /4, /8, /16, /32.
+        skips = EfficientNetEncoder.num_channels_per_output()[names.index(encoder)]
+        stages = []
+        channels = skips[-1]
+        for skip, out in zip(reversed(skips[:-1]), decoder_channels, strict=True):
+            stages.append(ConvModule(channels + skip, out, bn_momentum=bn_momentum))
+            channels = out
+        self.decoder = nn.ModuleList(stages)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_channels, H, W] -> [B, decoder_channels[-1], H/2, W/2]``."""
+        features = self.encoder(x)
+        y = features[-1]
+        for stage, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
+            y = stage(torch.cat([y, skip], dim=1))
+        return y
+
+
+class HumanOrganNet(SegmentationModel):
+    """Human organ segmentation network (S100): ``stem``, ``body``, ``head``.
+
+    Args:
+        n_organs: output channels, one logit per human organ.
+        stem_channels: channels of the stem (F_stem).
+        encoder: MONAI EfficientNet name of the body's encoder.
+        decoder_channels: output channels of the body's four decoder stages (H/16 .. H/2).
+        bn_momentum: momentum of every BatchNorm in the network.
+    """
+
+    PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "head")
+
+    def __init__(
+        self,
+        n_organs: int,
+        stem_channels: int = 16,
+        encoder: str = "efficientnet-b1",
+        decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if n_organs < 1 or stem_channels < 1:
+            raise ValueError(f"n_organs ({n_organs}) and stem_channels must be at least 1")
+        self.n_organs = int(n_organs)
+        self.stem_channels = int(stem_channels)
+        self.encoder_name = encoder
+        self.decoder_channels = tuple(int(c) for c in decoder_channels)
+        self.bn_momentum = float(bn_momentum)
+        self.stem = ConvModule(1, self.stem_channels, bn_momentum=self.bn_momentum)
+        self.body = EfficientUNetBody(
+            self.stem_channels, encoder, self.decoder_channels, self.bn_momentum
+        )
+        self.head = nn.Conv2d(self.body.out_channels, self.n_organs, kernel_size=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stem and body features.
+
+        Args:
+            x: CT slices ``[B, 1, H, W]``, H and W multiples of 32.
+
+        Returns:
+            ``f_stem [B, 16, H, W]`` and ``f_body [B, 16, H/2, W/2]``.
+        """
+        check_input(x)
+        f_stem = self.stem(x)
+        return f_stem, self.body(f_stem)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Organ logits ``[B, n_organs, H, W]`` for slices ``[B, 1, H, W]``."""
+        _, f_body = self.encode(x)
+        # "Upsample x2 + 1x1 conv": the 1x1 conv runs first, at H/2. Bilinear upsampling and a
+        # 1x1 conv commute (both linear, interpolation weights sum to 1), so the result is the
+        # same at a quarter of the cost.
+        logits = self.head(f_body)
+        return F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def architecture(self) -> dict[str, Any]:
+        """``{"class": "HumanOrganNet", "n_organs": ..., ...}``, the input of ``build_model``."""
+        return {
+            "class": type(self).__name__,
+            "n_organs": self.n_organs,
+            "stem_channels": self.stem_channels,
+            "encoder": self.encoder_name,
+            "decoder_channels": list(self.decoder_channels),
+            "bn_momentum": self.bn_momentum,
+        }
