@@ -57,7 +57,7 @@ def test_predict_agrees_with_the_canonical_volume(segmenter: Segmenter) -> None:
     volume = np.random.default_rng(1).normal(0, 300, (6, 16, 20)).astype(np.float32)
     meta = _oblique_meta()
     with torch.no_grad():  # centre organ 1's logit so about half the voxels pass
-        x = torch.from_numpy(volume[:, None, :16, :16]).float() / 300
+        x = torch.from_numpy(np.resize(volume, (6, 1, 32, 32))).float() / 300
         segmenter.model.head.bias[0] = -segmenter.model(x)[:, 0].median()
     labels = segmenter.predict(volume, meta).labels
     canonical, canonical_meta = to_canonical(volume, meta)
