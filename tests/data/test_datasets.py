@@ -178,6 +178,15 @@ def test_real_totalseg_sample_loads(shared_data: Path) -> None:
     assert loaded.image.min() < -900 and loaded.image.max() > 300
     assert elapsed < 15
 
+    def centre(organ: str) -> np.ndarray:
+        return np.argwhere(loaded.labels == IDS[organ]).mean(axis=0)  # (z, y, x)
+
+    # Canonical anatomy, which the left-right flip augmentation relies on: column 0 is the
+    # patient's right (liver, right kidney), axis 0 runs to the head (lungs above the liver).
+    assert centre("kidney_right")[2] < centre("kidney_left")[2]
+    assert centre("liver")[2] < centre("spleen")[2]
+    assert centre("lungs")[0] > centre("liver")[0]
+
 
 def test_load_case_turns_to_canonical_orientation(tmp_path: Path) -> None:
     ras = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
