@@ -377,12 +377,15 @@ def _totalseg_labels(
     return out
 
 
-def load_case(dataset: CaseDataset, case: Case) -> LoadedCase:
+def load_case(dataset: CaseDataset, case: Case, orientation: str = "LPS") -> LoadedCase:
     """Read one case's image and labels, in vetseg ids and canonical orientation.
 
     Args:
         dataset: the dataset the case belongs to (its organs and mapping).
         case: one of ``dataset.cases``.
+        orientation: the canonical orientation (``PreprocessConfig.orientation``); with the
+            default, axis 2 runs from the patient's right to left, as the augmentation's
+            left-right flip assumes.
 
     Returns:
         The loaded case; ``labels`` is None for a case without labels.
@@ -407,9 +410,9 @@ def load_case(dataset: CaseDataset, case: Case) -> LoadedCase:
             source=str(case.label),
             strict=True,
         )
-    canonical, canonical_meta = to_canonical(np.asarray(image, dtype=np.float32), meta)
+    canonical, canonical_meta = to_canonical(np.asarray(image, dtype=np.float32), meta, orientation)
     if labels is not None:
-        labels, _ = to_canonical(labels, meta)
+        labels, _ = to_canonical(labels, meta, orientation)
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
     return LoadedCase(
         case_id=case.case_id,
