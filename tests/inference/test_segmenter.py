@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vetseg.config import PreprocessConfig
+from vetseg.data.preprocess import normalize_slices, resize_slices
 from vetseg.inference.segmenter import Segmenter
 from vetseg.io.image import ImageMeta, read_image, read_label, to_canonical, write_image
 from vetseg.models.animal import AnimalOrganNet
@@ -57,7 +58,9 @@ def test_predict_agrees_with_the_canonical_volume(segmenter: Segmenter) -> None:
     volume = np.random.default_rng(1).normal(0, 300, (6, 16, 20)).astype(np.float32)
     meta = _oblique_meta()
     with torch.no_grad():  # centre organ 1's logit so about half the voxels pass
-        x = torch.from_numpy(np.resize(volume, (6, 1, 32, 32))).float() / 300
+        canonical, _ = to_canonical(volume, meta)
+        x = resize_slices(normalize_slices(canonical), 32, order=1)
+        x = torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1)
         segmenter.model.head.bias[0] = -segmenter.model(x)[:, 0].median()
     labels = segmenter.predict(volume, meta).labels
     canonical, canonical_meta = to_canonical(volume, meta)
