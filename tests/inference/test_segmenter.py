@@ -61,7 +61,7 @@ def test_predict_agrees_with_the_canonical_volume(segmenter: Segmenter) -> None:
         canonical, _ = to_canonical(volume, meta)
         x = resize_slices(normalize_slices(canonical), 32, order=1)
         x = torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1)
-        segmenter.model.head.bias[0] = -segmenter.model(x)[:, 0].median()
+        segmenter.model.head.bias[0] -= segmenter.model(x)[:, 0].median()
     labels = segmenter.predict(volume, meta).labels
     canonical, canonical_meta = to_canonical(volume, meta)
     labels_c = segmenter.predict(canonical, canonical_meta).labels
