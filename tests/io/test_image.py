@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,16 @@ def test_meta_equality_ignores_provenance() -> None:
     assert a == b and hash(a) == hash(b)
     with pytest.raises(ValueError, match="positive"):
         ImageMeta((1.0, 0.0, 1.0), (0.0, 0.0, 0.0))
+
+
+def test_multi_member_gzip_nifti_is_complete(tmp_path: Path, ct_volume: np.ndarray) -> None:
+    """bgzip-style files (several gzip members) fail the quick size check and are counted."""
+    raw = write_image(ct_volume, make_meta(), tmp_path / "scan.nii").read_bytes()
+    half = len(raw) // 2
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
+    array, _ = read_image(path)
+    np.testing.assert_array_equal(array, ct_volume)
+    path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:-200]))
+    with pytest.raises(InputError, match="truncated"):
+        read_image(path)

@@ -281,8 +281,10 @@ def _check_nifti_complete(path: Path) -> None:
     disagrees (a truncated or multi-member stream) is the whole stream decompressed and counted.
     """
     truncated = f"Cannot read {path}: the file is truncated or corrupt"
-    compressed = path.name.lower().endswith(".gz")
     try:
+        with open(path, "rb") as handle:
+            # By content, not name: znzlib (ITK) also reads an uncompressed file named .nii.gz.
+            compressed = handle.read(2) == b"\x1f\x8b"
         if not compressed:
             with open(path, "rb") as handle:
                 header = handle.read(540)
