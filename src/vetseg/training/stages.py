@@ -38,7 +38,7 @@ class PreparedData:
 
 
 def prepare_data(
-    data: Path,
+    data: Path | Any,
     organs: Sequence[str],
     seed: int,
     splits_path: Path,
@@ -46,16 +46,18 @@ def prepare_data(
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
+    ``data`` is a dataset folder or an already opened ``CaseDataset`` (e.g. a workspace's cases).
+
     Raises:
         InputError: when the dataset has no labelled case or too few for the split.
     """
     from vetseg.data.datasets import load_case, open_dataset, read_splits, split_by_case
     from vetseg.data.datasets import write_splits as _write_splits
 
-    dataset = open_dataset(Path(data), organs=organs)
+    dataset = data if hasattr(data, "cases") else open_dataset(Path(data), organs=organs)
     labelled = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
     if not labelled:
-        raise InputError(f"{data}: no labelled case to train on.")
+        raise InputError(f"{dataset.root}: no labelled case to train on.")
     if splits_path.is_file():
         splits = read_splits(splits_path)
     else:
@@ -64,7 +66,9 @@ def prepare_data(
     by_id = {c.case_id: c for c in labelled}
     missing = [cid for part in splits.values() for cid in part if cid not in by_id]
     if missing:
-        raise InputError(f"{splits_path}: case(s) {', '.join(missing[:5])} are not in {data}.")
+        raise InputError(
+            f"{splits_path}: case(s) {', '.join(missing[:5])} are not in {dataset.root}."
+        )
 
     def load(ids: list[str]) -> list[Any]:
         return [load_case(dataset, by_id[cid]) for cid in ids]
@@ -208,6 +212,58 @@ def transfer(
     return info
 
 
+def refine(
+    parent_model: Path,
+    data: Path | Any,
+    out: Path,
+    config: StageConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    ratios: tuple[int, int, int] = (8, 1, 1),
+    stage: str = "refine",
+) -> ModelInfo:
+    """S103: retrain an animal model on old + corrected cases (refine-round defaults).
+
+    The parent's weights are the starting point; its body is frozen for the first
+    ``config.freeze_epochs`` epochs. The new model records the parent's id.
+
+    Args:
+        parent_model: the current animal model folder.
+        data: dataset folder or ``CaseDataset`` with the labelled and corrected cases.
+        out: model folder to write (training record under ``out/train``).
+        config: settings; default ``StageConfig.refine()`` at the parent's input size.
+        resume: continue from ``out/train``'s checkpoint.
+        progress: show a progress bar.
+        ratios: split of the cases (a new 8:1:1 split of the m + n cases by default).
+        stage: the stage name recorded in model.json.
+    """
+    out = Path(out)
+    model, parent = load_model(Path(parent_model))
+    if not hasattr(model, "refine"):
+        raise InputError(f"{parent_model}: refine needs an animal model (got {parent.stage}).")
+    config = config or StageConfig.refine()
+    config = dataclasses.replace(
+        config, preprocess=dataclasses.replace(config.preprocess, size=parent.preprocess.size)
+    )
+    model.train()
+    prepared = prepare_data(data, parent.organs, config.seed, out / "train" / "splits.json", ratios)
+    _, record = _fit(model, prepared, parent.organs, config, out, resume, progress)
+    info = ModelInfo(
+        model_id=new_model_id(stage),
+        architecture=model.architecture(),
+        organs=parent.organs,
+        preprocess=config.preprocess,
+        stage=stage,
+        species=parent.species,
+        parent=parent.model_id,
+        synthetic_data=bool(prepared.dataset.synthetic) or parent.synthetic_data,
+        **record,
+    )
+    save_model(model, out, info)
+    return info
+
+
 def evaluate(
     model_path: Path, data: Path, split: str = "all", organ_map: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -265,4 +321,4 @@ def evaluate(
     }
 
 
-__all__ = ["evaluate", "prepare_data", "train_human", "transfer", "validation_dice"]
+__all__ = ["evaluate", "prepare_data", "refine", "train_human", "transfer", "validation_dice"]
