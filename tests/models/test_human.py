@@ -19,6 +19,7 @@ def test_forward_shape_and_finite(human: HumanOrganNet) -> None:
     human.train()
     logits = human(torch.randn(2, 1, 64, 64))
     assert logits.shape == (2, 3, 64, 64)
+    assert logits.is_contiguous()
     assert torch.isfinite(logits).all()
     human.eval()
     with torch.no_grad():

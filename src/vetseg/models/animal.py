@@ -30,6 +30,7 @@ from vetseg.models.human import (
     EfficientUNetBody,
     HumanOrganNet,
     check_input,
+    to_channels_last,
 )
 
 
@@ -159,19 +160,17 @@ class AnimalOrganNet(SegmentationModel):
             ``{"F_stem", "F1", "F3", "F4", "F5", "logits"}``; shapes in the module docstring.
         """
         check_input(x)
-        f_stem = self.stem(x)
+        f_stem = to_channels_last(self.stem(x))
         f1 = self.upsample(self.body(f_stem))
         f3 = torch.cat([f1, f_stem], dim=1)
         f4 = self.fuse(f3)
         f5 = self.refine(f4)
-        return {"F_stem": f_stem, "F1": f1, "F3": f3, "F4": f4, "F5": f5, "logits": self.head(f5)}
+        logits = self.head(f5).contiguous()
+        return {"F_stem": f_stem, "F1": f1, "F3": f3, "F4": f4, "F5": f5, "logits": logits}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Organ logits ``[B, n_organs, H, W]`` for slices ``[B, 1, H, W]``."""
-        check_input(x)
-        f_stem = self.stem(x)
-        f1 = self.upsample(self.body(f_stem))
-        return self.head(self.refine(self.fuse(torch.cat([f1, f_stem], dim=1))))
+        return self.intermediates(x)["logits"]
 
     def architecture(self) -> dict[str, Any]:
         """``{"class": "AnimalOrganNet", "n_organs": ..., ...}``, the input of ``build_model``."""
