@@ -198,3 +198,13 @@ def test_from_human_of_a_frozen_human_is_not_frozen(trained_human: HumanOrganNet
         trained_human.unfreeze_all()
     assert all(p.requires_grad for p in model.parameters())
     assert model.training and model.body.training
+
+
+@pytest.mark.slow
+def test_patent_shapes_at_512(animal: AnimalOrganNet) -> None:
+    animal.eval()
+    with torch.no_grad():
+        features = animal.intermediates(torch.randn(1, 1, 512, 512))
+    assert features["F_stem"].shape == (1, 16, 512, 512)
+    assert features["F3"].shape == (1, 32, 512, 512)
+    assert features["F4"].shape == features["F5"].shape == (1, 16, 512, 512)
