@@ -327,6 +327,78 @@ def demo(
     run_demo(out, dataclasses.replace(config, **changes))
 
 
+@app.command("rl-tune")
+@user_errors
+def rl_tune_cmd(
+    target: Path = typer.Argument(
+        ..., help="A model folder (with DATA), or a workspace: its current model and cases."
+    ),
+    data: Path | None = typer.Argument(None, help="Labelled CT to tune on (with a model folder)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Child model folder (needed with MODEL DATA; workspace: models/<id>)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Online PPO updates (200)."),
+    sync_every: int | None = typer.Option(None, "--sync-every", help="old <- new every N (10)."),
+    kappa: float | None = typer.Option(None, "--kappa", help="Penalty kappa|D_new-D_old| (0.5)."),
+    clip: float | None = typer.Option(None, "--clip", help="PPO ratio clip epsilon (0.2)."),
+    replay_size: int | None = typer.Option(None, "--replay-size", help="Replay pool size (256)."),
+    replay_updates: int | None = typer.Option(
+        None, "--replay-updates", help="Offline updates from the pool per step (1)."
+    ),
+    samples_per_image: int | None = typer.Option(
+        None, "--samples-per-image", help="Masks sampled per image and copy (2)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (1e-5)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per update (4)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of split and sampling (0)."),
+    eval_every: int = typer.Option(
+        0, "--eval-every", help="Log validation Dice every N steps (0: start and end)."
+    ),
+) -> None:
+    """S104: PPO-style RL fine-tuning against Dice rewards; writes a child model."""
+    import dataclasses
+
+    from vetseg.config import RLConfig
+    from vetseg.errors import InputError
+    from vetseg.training.rl import check_rl_config, rl_tune, rl_tune_workspace
+
+    options = {
+        "steps": steps,
+        "sync_every": sync_every,
+        "kappa": kappa,
+        "clip": clip,
+        "replay_size": replay_size,
+        "replay_updates": replay_updates,
+        "samples_per_image": samples_per_image,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    cfg = dataclasses.replace(RLConfig(), **{k: v for k, v in options.items() if v is not None})
+    check_rl_config(cfg)
+    if (target / "vetseg.toml").is_file():
+        if data is not None:
+            raise InputError(f"{target} is a workspace: give no DATA, its cases are used.")
+        info, promoted = rl_tune_workspace(target, cfg, out=out, eval_every=eval_every)
+        where = out or target / "models" / info.model_id
+        status = "now the current model" if promoted else "kept, not promoted (no gain)"
+    else:
+        if data is None or out is None:
+            raise InputError(
+                f"{target} is not a workspace: give a model folder, DATA and --out DIR."
+            )
+        info = rl_tune(target, data, out, cfg, eval_every=eval_every)
+        where, status = out, f"parent {info.parent}"
+    metrics = info.metrics
+    before, after = metrics.get("parent_val_mean_dice"), metrics.get("val_mean_dice")
+    print(
+        f"model {info.model_id} written to {where} ({status}): validation mean Dice "
+        f"{before if before is None else round(before, 3)} -> "
+        f"{after if after is None else round(after, 3)}"
+        + (" (trained on synthetic data)" if info.synthetic_data else "")
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
