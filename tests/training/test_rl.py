@@ -352,26 +352,10 @@ def _tiny_dataset(out: Path, cases: int = 3) -> None:
 @pytest.mark.slow
 def test_rl_tune_command_writes_a_child_model_and_a_step_log(tmp_path: Path) -> None:
     from vetseg.cli import app
-    from vetseg.config import PreprocessConfig
-    from vetseg.labels import CORE_ORGANS
-    from vetseg.models.animal import AnimalOrganNet
-    from vetseg.models.files import ModelInfo, load_model, save_model
+    from vetseg.models.files import load_model
 
-    torch.manual_seed(0)
-    parent = AnimalOrganNet(n_organs=len(CORE_ORGANS), decoder_channels=(32, 24, 16, 16))
     parent_dir = tmp_path / "parent"
-    save_model(
-        parent,
-        parent_dir,
-        ModelInfo(
-            model_id="transfer-test",
-            architecture=parent.architecture(),
-            organs=CORE_ORGANS,
-            preprocess=PreprocessConfig(size=64),
-            stage="transfer",
-            species="rabbit",
-        ),
-    )
+    parent = _parent_model(parent_dir)
     data = tmp_path / "data"
     _tiny_dataset(data)
     out = tmp_path / "child"
@@ -391,3 +375,56 @@ def test_rl_tune_command_writes_a_child_model_and_a_step_log(tmp_path: Path) -> 
         assert {"reward", "penalty", "d_old", "d_new"} <= line.keys()
     assert [line["step"] for line in lines if "val_mean_dice" in line] == [0, 3]
     assert not _states_equal(child, parent)
+
+
+def _parent_model(folder: Path) -> nn.Module:
+    """An untrained animal model at size 64 saved as a transfer result (small decoder)."""
+    from vetseg.config import PreprocessConfig
+    from vetseg.labels import CORE_ORGANS
+    from vetseg.models.animal import AnimalOrganNet
+    from vetseg.models.files import ModelInfo, save_model
+
+    torch.manual_seed(0)
+    parent = AnimalOrganNet(n_organs=len(CORE_ORGANS), decoder_channels=(32, 24, 16, 16))
+    info = ModelInfo(
+        model_id="transfer-test",
+        architecture=parent.architecture(),
+        organs=CORE_ORGANS,
+        preprocess=PreprocessConfig(size=64),
+        stage="transfer",
+        species="rabbit",
+    )
+    save_model(parent, folder, info)
+    return parent
+
+
+@pytest.mark.slow
+def test_rl_tune_workspace_registers_the_child_with_its_parent(tmp_path: Path) -> None:
+    workspace_mod = pytest.importorskip("vetseg.workflow.workspace")
+    register = pytest.importorskip("vetseg.workflow.register")
+    from vetseg.cli import app
+    from vetseg.labels import CORE_ORGANS
+
+    _parent_model(tmp_path / "parent")
+    data = tmp_path / "data"
+    _tiny_dataset(data)
+    settings = workspace_mod.WorkspaceSettings(species="rabbit", organs=CORE_ORGANS, synthetic=True)
+    root = tmp_path / "ws"
+    with workspace_mod.Workspace.create(root, settings) as ws:
+        scans = sorted((data / "imagesTr").glob("*.nii.gz"))
+        labels = sorted((data / "labelsTr").glob("*.nii.gz"))
+        register.add_scans(ws, scans, labels)
+        register.use_model(ws, tmp_path / "parent")
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["rl-tune", str(root), str(data)])
+    assert refused.exit_code == 2 and "workspace" in refused.output
+    result = runner.invoke(app, ["rl-tune", str(root), "--steps", "2", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    with workspace_mod.Workspace.open(root) as ws:
+        child = [m for m in ws.models() if m.stage == "rl"]
+        assert len(child) == 1 and child[0].parent == "transfer-test"
+        assert (root / child[0].path / "model.json").is_file()
+        gained = child[0].metrics["val_mean_dice"] > child[0].metrics["parent_val_mean_dice"]
+        assert (ws.require_current_model().model_id == child[0].model_id) == gained
+        assert any(row["action"] == "rl-tune" for row in ws.audit_log())
