@@ -355,3 +355,42 @@ def identity_mapping(names: Mapping[int, str], organs: Iterable[str]) -> dict[in
     """Map ids whose names are vetseg organs to themselves, the rest to background."""
     wanted = set(organs)
     return {i: (n if n in wanted else None) for i, n in names.items()}
+
+
+def split_left_right(
+    mask: np.ndarray, body: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a paired organ drawn as one label (Digimouse's ``kidneys``) into left and right.
+
+    The arrays must be in vetseg's canonical orientation (``vetseg.io.to_canonical``): axis 2
+    runs from the patient's right to the left, so "left" is the side of higher x index. The
+    midline is the centre of ``body`` (or of ``mask``) along x. Each connected piece of
+    ``mask`` goes whole to the side of its centre; a piece with more than a fifth of its voxels
+    on each side (two organs that touch) is cut at the midline.
+
+    Args:
+        mask: bool ``[z, y, x]``, the paired organ.
+        body: bool ``[z, y, x]``, the body, for the midline (default: ``mask`` itself).
+
+    Returns:
+        ``(left, right)`` bool masks that partition ``mask``.
+    """
+    from scipy import ndimage  # scipy only here: the vocabularies load without it
+
+    mask = np.asarray(mask, dtype=bool)
+    reference = mask if body is None or not np.any(body) else np.asarray(body, dtype=bool)
+    if not mask.any():
+        return mask.copy(), mask.copy()
+    midline = float(ndimage.center_of_mass(reference)[2])
+    pieces, count = ndimage.label(mask)
+    x_index = np.broadcast_to(np.arange(mask.shape[2]), mask.shape)
+    on_left = x_index > midline
+    left = np.zeros_like(mask)
+    for piece in range(1, count + 1):
+        voxels = pieces == piece
+        share_left = float(on_left[voxels].mean())
+        if 0.2 < share_left < 0.8:
+            left |= voxels & on_left
+        elif share_left >= 0.5:
+            left |= voxels
+    return left, mask & ~left

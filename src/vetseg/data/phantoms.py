@@ -108,6 +108,24 @@ ORGAN_HU_RANGES: dict[bool, dict[str, tuple[float, float]]] = {
 }
 
 
+def draw_tissue_hu(
+    rng: np.random.Generator,
+    contrast: bool,
+    table: Mapping[str, tuple[float, float, float]] = TISSUE_HU,
+) -> dict[str, float]:
+    """One case's HU for every tissue of ``table`` (see :data:`TISSUE_HU`).
+
+    Without contrast the spread shrinks in proportion to the value: a kidney varies by ~12 HU
+    with contrast and by ~3 HU without.
+    """
+    values = {}
+    for name, (enhanced, plain, spread) in table.items():
+        if not contrast and enhanced != plain:
+            spread = max(2.0, spread * abs(plain) / max(abs(enhanced), 1.0))
+        values[name] = float((enhanced if contrast else plain) + spread * rng.standard_normal())
+    return values
+
+
 @dataclass(frozen=True)
 class Phantom:
     """One synthetic CT case.
@@ -221,15 +239,7 @@ class _Builder:
         self.margin = 3.0 * bend_mm + 2.0 * max(spacing)
         self.hu = np.full(shape, TISSUE_HU["air"][0], dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
-        column = 0 if contrast else 1
-        # Case-to-case variation in proportion to the tissue's enhancement: a kidney varies by
-        # ~12 HU with contrast, by ~3 HU without.
-        self.tissue = {}
-        for name, (enhanced, plain, spread) in TISSUE_HU.items():
-            value = enhanced if contrast else plain
-            if not contrast and enhanced != plain:
-                spread = max(2.0, spread * abs(plain) / max(abs(enhanced), 1.0))
-            self.tissue[name] = float(value + spread * rng.standard_normal())
+        self.tissue = draw_tissue_hu(rng, contrast)
 
     # ---------------------------------------------------------------- geometry
     def box(
