@@ -85,7 +85,7 @@ class _Atlas:
     tissue: dict[int, str]  # id -> tissue recipe
     organ: dict[int, int]  # id -> vetseg organ id (absent: background)
     organs: tuple[str, ...]
-    species: str
+    species: str  # "mouse", "human", or "" when the atlas does not say
     kind: str
 
 
@@ -193,7 +193,7 @@ def _vocabulary(kind: str) -> tuple[dict[int, str], dict[int, str | None], tuple
         organs = SPECIES_ORGANS["mouse_head"]
         return dict(MOUSE_HEAD_TEMPLATE), dict(mouse_head_mapping()), organs, "mouse"
     names = {i + 1: name for i, name in enumerate(CORE_ORGANS)}
-    return names, dict(names), CORE_ORGANS, "unknown"
+    return names, dict(names), CORE_ORGANS, ""
 
 
 # --------------------------------------------------------------------------- preparation
@@ -442,7 +442,7 @@ def synthesize_dataset(
             rng = np.random.default_rng([seed, k])
             ids = _deform(atlas.ids, rng, atlas.meta.spacing)
             image, _ = _case_image(ids, atlas, rng)
-            yield f"{atlas.species}_{k:03d}", image, _organ_labels(ids, atlas), atlas.meta
+            yield f"{atlas.species or 'case'}_{k:03d}", image, _organ_labels(ids, atlas), atlas.meta
 
     info: Mapping[str, object] = {
         "description": (
@@ -450,7 +450,7 @@ def synthesize_dataset(
             "real anatomy, made-up intensities (tissue HU, contrast-enhanced in about 3 cases "
             "of 4, deformation, blur, noise); not real scans."
         ),
-        "species": atlas.species,
+        **({"species": atlas.species} if atlas.species else {}),
         "synthetic": True,
         "source_atlas": str(labels),
         "atlas_kind": atlas.kind,
