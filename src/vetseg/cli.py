@@ -399,6 +399,229 @@ def rl_tune_cmd(
     )
 
 
+# --------------------------------------------------------------------------- workspace (S102, S103)
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """``"LOW,HIGH"`` -> ``(LOW, HIGH)``."""
+    if text is None:
+        return None
+    from vetseg.errors import InputError
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise InputError(f"--window {text!r}: give two numbers as LOW,HIGH (e.g. 0,255).") from None
+    return low, high
+
+
+@app.command("init")
+@user_errors
+def init_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder to create."),
+    species: str = typer.Option(..., "--species", help="rabbit, mouse, dog, mouse_head, ..."),
+    organs: str | None = typer.Option(
+        None, "--organs", help="Comma-separated organs (default: the species' organ list)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="Intensity window LOW,HIGH (default -1000,1000 HU; 0,255 for 8-bit)."
+    ),
+    synthetic: bool = typer.Option(False, "--synthetic", help="The scans are synthetic."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random selection and refine rounds."),
+) -> None:
+    """Create a workspace for the pre-label / correct / retrain loop."""
+    from vetseg.workflow.workspace import Workspace, WorkspaceSettings, default_organs
+
+    organ_list = (
+        tuple(o.strip() for o in organs.split(",") if o.strip())
+        if organs
+        else default_organs(species)
+    )
+    settings = WorkspaceSettings(
+        species=species,
+        organs=organ_list,
+        window=_parse_window(window) or (-1000.0, 1000.0),
+        synthetic=synthetic,
+        seed=seed,
+    )
+    with Workspace.create(workspace, settings) as ws:
+        print(
+            f"workspace {ws.root}: {species}, organs {', '.join(organ_list)} "
+            f"(ids 1..{len(organ_list)}), window {list(settings.window)}"
+        )
+
+
+@app.command("add")
+@user_errors
+def add_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    scans: list[Path] = typer.Argument(..., help="Scans: NIfTI, NRRD, MHA or DICOM folders."),
+    labels: list[Path] | None = typer.Option(
+        None, "--labels", help="A label map per scan, in order (repeat --labels for each)."
+    ),
+    mapping: str = typer.Option(
+        "vetseg", "--mapping", help="Label ids: vetseg, mouse_head, totalseg or a JSON file."
+    ),
+) -> None:
+    """Register scans (and their labels, for labelled cases) in a workspace."""
+    from vetseg.workflow.register import add_scans
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws, ws.changing():
+        result = add_scans(ws, scans, labels or None, mapping)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    kind = "labelled" if labels else "unlabelled"
+    print(f"added {len(result.added)} {kind} case(s): {', '.join(result.added) or 'none'}")
+    if result.already:
+        print(f"already registered: {', '.join(result.already)}")
+
+
+@app.command("use")
+@user_errors
+def use_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    model: str = typer.Argument(..., help="A model folder (e.g. a transfer result) or model id."),
+) -> None:
+    """Import a trained model into the workspace and make it the current one."""
+    from vetseg.workflow.register import use_model
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws, ws.changing():
+        model_id = use_model(ws, model)
+    print(f"current model: {model_id}")
+
+
+@app.command("prelabel")
+@user_errors
+def prelabel_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    cases: int | None = typer.Option(None, "--cases", min=1, help="How many (default: all)."),
+    strategy: str = typer.Option(
+        "uncertainty", "--strategy", help="uncertainty (most uncertain first) or random."
+    ),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Also redo pre-labels an older model drafted."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Slices per forward pass."),
+) -> None:
+    """S102: draft labels for unlabelled cases with the current model (review/<case>/)."""
+    from vetseg.workflow.prelabel import prelabel
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        result = prelabel(
+            ws,
+            cases,
+            strategy,
+            refresh=refresh,
+            batch_size=batch_size,
+            on_case=lambda c: print(f"  {c}", file=sys.stderr),
+        )
+    if result.run is None:
+        print("nothing to pre-label: no unlabelled case left")
+        return
+    if result.resumed:
+        print(f"finished interrupted pre-label run {result.run}")
+    print(
+        f"pre-labelled {len(result.items)} case(s) with {result.model_id} "
+        f"({result.strategy}, {result.candidates} candidate(s)); review queue:"
+    )
+    for item in result.items:
+        print(
+            f"  {item.rank + 1:>3}. {item.case_id:<24} uncertainty {item.uncertainty:.3f}  "
+            f"{workspace / 'review' / item.case_id / 'prelabel.nii.gz'}"
+        )
+
+
+@app.command("correct")
+@user_errors
+def correct_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    case: str = typer.Argument(..., help="The case id."),
+    file: Path = typer.Argument(..., help="The corrected label (NIfTI, NRRD, .seg.nrrd)."),
+    mapping: str = typer.Option(
+        "vetseg", "--mapping", help="Label ids without segment names: vetseg or a JSON file."
+    ),
+) -> None:
+    """Import a vet's corrected label as a new version (nothing is ever overwritten)."""
+    from vetseg.workflow.correct import correct
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        result = correct(ws, case, file, mapping)
+    r = result.record
+    if not result.new:
+        print(f"{case}: identical to version {r.version} ({r.path}); nothing new recorded")
+        return
+    print(
+        f"{case}: version {r.version} stored as {r.path}; the vet changed {r.changed_voxels} "
+        f"voxels for {r.drawn_voxels} organ voxels: effort {r.effort:.3f} of drawing from nothing"
+    )
+
+
+@app.command("status")
+@user_errors
+def status_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
+) -> None:
+    """The review queue, correction versions and effort, models and rounds."""
+    from vetseg.workflow.status import print_status, status_report
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        report = status_report(ws)
+    print_status(report)
+    if json_out is not None:
+        from vetseg.fileutil import atomic_write_json
+
+        atomic_write_json(json_out, report)
+
+
+@app.command("refine")
+@user_errors
+def refine_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs in total (30)."),
+    freeze_epochs: int | None = typer.Option(
+        None, "--freeze-epochs", help="First epochs with the body frozen (20)."
+    ),
+    extend: int | None = typer.Option(
+        None, "--extend", help="Extension epochs when best Dice < threshold (5)."
+    ),
+    threshold: float | None = _THRESHOLD,
+    lr: float | None = _LR,
+    batch_size: int | None = _BATCH,
+    steps_per_epoch: int | None = _STEPS,
+    seed: int | None = _SEED,
+    no_augment: bool = _NO_AUG,
+) -> None:
+    """S103: retrain from the current model on labelled + corrected cases; promote if better."""
+    from vetseg.config import AugmentConfig
+    from vetseg.workflow.rounds import refine_round
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        config = ws.settings.refine_config(
+            epochs=epochs,
+            freeze_epochs=freeze_epochs,
+            extend=extend,
+            threshold=threshold,
+            lr=lr,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            seed=seed,
+        )
+        if no_augment:
+            import dataclasses
+
+            config = dataclasses.replace(config, augment=AugmentConfig(enabled=False))
+        result = refine_round(ws, config)
+    if result.resumed:
+        print(f"finished interrupted round {result.round}")
+    print(result.message)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

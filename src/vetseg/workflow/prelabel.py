@@ -1,0 +1,351 @@
+"""S102: the current model drafts labels for unlabelled cases, and says how unsure it is.
+
+``vetseg prelabel DIR --cases N --strategy uncertainty|random`` picks N unlabelled cases, runs the
+current model on each and writes ``review/<case>/prelabel.nii.gz`` in the scan's own geometry
+(a copy of ``review/<case>/prelabels/<model id>.nii.gz``, which is never replaced).
+
+Uncertainty score
+    For every organ channel and voxel (at model resolution) the model gives a probability
+    ``p``; ``min(p, 1 - p)`` is the chance that its own hard decision is wrong. The score is the
+    sum of that over all voxels and organs, divided by the number of voxels the model labels
+    (``p > 0.5``): the model's own estimate of the fraction of its label a vet will have to
+    change, the quantity :mod:`vetseg.workflow.correct` measures as correction effort. A case
+    where the model finds nothing gets a large score (no label to divide by), which is what a
+    reviewer wants: nothing found is suspicious.
+
+Strategies
+    ``uncertainty`` scores every candidate, pre-labels the N most uncertain and queues them
+    most uncertain first; ``random`` draws N candidates with the workspace seed and the run
+    number (reproducible, a new draw every run) and queues them in that order.
+
+Interruptions
+    A run is recorded (its selected cases, in queue order) before the first file is written;
+    scores and finished cases are committed one by one. Killed and re-run, the command finishes
+    the interrupted run (the cases it had chosen) and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vetseg.errors import InputError
+from vetseg.fileutil import atomic_path
+from vetseg.workflow.workspace import Workspace, now
+
+STRATEGIES: tuple[str, ...] = ("uncertainty", "random")
+
+
+@dataclass(frozen=True)
+class PrelabelItem:
+    """One pre-labelled case: queue position (0 first), score and the file written."""
+
+    case_id: str
+    rank: int
+    uncertainty: float
+    path: str
+
+
+@dataclass(frozen=True)
+class PrelabelResult:
+    """The outcome of one ``prelabel`` command.
+
+    Attributes:
+        run: the run number (None when there was nothing to pre-label).
+        model_id: the model that drafted the labels.
+        strategy: ``"uncertainty"`` or ``"random"``.
+        items: the run's cases in queue order (those done before an interruption included).
+        resumed: True when this command finished an interrupted run.
+        candidates: how many cases could have been chosen.
+    """
+
+    run: int | None
+    model_id: str
+    strategy: str
+    items: list[PrelabelItem]
+    resumed: bool
+    candidates: int
+
+
+# --------------------------------------------------------------------------- uncertainty
+def uncertainty_score(
+    model: Any, preprocess: Any, canonical_volume: np.ndarray, batch_size: int = 8
+) -> float:
+    """Expected fraction of the model's label that is wrong, by the model's own probabilities.
+
+    Args:
+        model: a vetseg network (``[b, 1, S, S]`` -> logits ``[b, organs, S, S]``).
+        preprocess: its ``PreprocessConfig`` (window, size).
+        canonical_volume: ``[z, y, x]`` scan in canonical orientation, in the window's units.
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``sum(min(p, 1 - p)) / max(count(p > 0.5), 1)`` over voxels and organs; 0 for a model
+        that is certain everywhere.
+    """
+    import torch
+
+    from vetseg.data.preprocess import normalize_slices, resize_slices
+
+    expected_wrong = 0.0
+    labelled = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, canonical_volume.shape[0], batch_size):
+            chunk = canonical_volume[start : start + batch_size].astype(np.float32)
+            normalized = normalize_slices(chunk, preprocess.window)
+            image = resize_slices(normalized, preprocess.size, order=1)
+            probs = torch.sigmoid(model(torch.from_numpy(image).unsqueeze(1)).float())
+            expected_wrong += float(torch.minimum(probs, 1 - probs).sum(dtype=torch.float64))
+            labelled += int((probs > 0.5).sum())
+    return expected_wrong / max(labelled, 1)
+
+
+def _workspace_ids(model_organs: Sequence[str], organs: Sequence[str]) -> np.ndarray:
+    """Lookup table: model label id -> workspace label id."""
+    position = {o: i + 1 for i, o in enumerate(organs)}
+    lut = np.zeros(len(model_organs) + 1, dtype=np.uint8)
+    for i, organ in enumerate(model_organs):
+        lut[i + 1] = position[organ]
+    return lut
+
+
+# --------------------------------------------------------------------------- selection
+def _candidates(workspace: Workspace, model_id: str, refresh: bool) -> list[str]:
+    out = [c.case_id for c in workspace.cases("unlabelled")]
+    if refresh:
+        for case in workspace.cases("prelabelled"):
+            latest = workspace.latest_prelabel(case.case_id)
+            if latest is None or latest.model_id != model_id:
+                out.append(case.case_id)
+    return sorted(out)
+
+
+def _cached_score(workspace: Workspace, case_id: str, model_id: str) -> float | None:
+    row = workspace.db.execute(
+        "SELECT uncertainty FROM scores WHERE case_id = ? AND model_id = ?", (case_id, model_id)
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
+    """The case's uncertainty under the segmenter's model, cached in the database."""
+    from vetseg.io.image import read_image, to_canonical
+
+    model_id = segmenter.info.model_id
+    cached = _cached_score(workspace, case_id, model_id)
+    if cached is not None:
+        return cached
+    pre = segmenter.info.preprocess
+    volume, meta = read_image(workspace.path(workspace.case(case_id).image))
+    canonical, _ = to_canonical(volume, meta, pre.orientation)
+    score = uncertainty_score(segmenter.model, pre, canonical, segmenter.batch_size)
+    with workspace.transaction():
+        workspace.db.execute(
+            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (case_id, model_id, score)
+        )
+    return score
+
+
+def _running_run(workspace: Workspace) -> dict[str, Any] | None:
+    row = workspace.db.execute(
+        "SELECT * FROM prelabel_runs WHERE status = 'running' ORDER BY run DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else {**dict(row), "selected": json.loads(row["selected"])}
+
+
+# --------------------------------------------------------------------------- one case
+def _prelabel_case(
+    workspace: Workspace, segmenter: Any, run: int, rank: int, case_id: str, strategy: str
+) -> PrelabelItem:
+    """Draft one case's label, write both files, then record it in one transaction."""
+    import shutil
+
+    from vetseg.io.image import read_image, to_canonical, write_image
+
+    info = segmenter.info
+    organs = workspace.settings.organs
+    volume, meta = read_image(workspace.path(workspace.case(case_id).image))
+    score = _cached_score(workspace, case_id, info.model_id)
+    if score is None:
+        canonical, _ = to_canonical(volume, meta, info.preprocess.orientation)
+        score = uncertainty_score(segmenter.model, info.preprocess, canonical, segmenter.batch_size)
+    prediction = segmenter.predict(volume, meta)
+    labels = _workspace_ids(info.organs, organs)[prediction.labels]
+    names = {i + 1: organ for i, organ in enumerate(organs)}
+    folder = workspace.review_dir(case_id)
+    versioned = write_image(
+        labels, meta, folder / "prelabels" / f"{info.model_id}.nii.gz", segment_names=names
+    )
+    with atomic_path(folder / "prelabel.nii.gz") as tmp:
+        shutil.copyfile(versioned, tmp)
+    relative = workspace.relative(versioned)
+    with workspace.transaction():
+        workspace.db.execute(
+            "INSERT INTO prelabels (case_id, model_id, run, queue_rank, path, uncertainty,"
+            " strategy, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (case_id, info.model_id, run, rank, relative, score, strategy, now()),
+        )
+        workspace.db.execute(
+            "UPDATE cases SET state = 'prelabelled', updated = ? WHERE case_id = ?",
+            (now(), case_id),
+        )
+        workspace.audit(
+            "prelabel",
+            {"case": case_id, "model": info.model_id, "run": run, "uncertainty": score},
+        )
+    return PrelabelItem(case_id, rank, score, relative)
+
+
+# --------------------------------------------------------------------------- command
+def prelabel(
+    workspace: Workspace,
+    cases: int | None = None,
+    strategy: str = "uncertainty",
+    *,
+    refresh: bool = False,
+    batch_size: int = 8,
+    on_case: Callable[[str], None] | None = None,
+) -> PrelabelResult:
+    """Pre-label unlabelled cases with the current model (``vetseg prelabel``).
+
+    Args:
+        workspace: the open workspace.
+        cases: how many cases to pre-label (None: every candidate).
+        strategy: ``"uncertainty"`` (most uncertain first) or ``"random"``.
+        refresh: also pre-label again the pre-labelled cases whose draft came from an older
+            model (their earlier drafts are kept under ``prelabels/``).
+        batch_size: slices per forward pass.
+        on_case: called with each case id before it is processed (progress display).
+
+    Returns:
+        What was done; a command that finds an interrupted run finishes that run only.
+
+    Raises:
+        InputError: unknown strategy, no current model, or ``cases`` below 1.
+    """
+    from vetseg.inference.segmenter import Segmenter
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown pre-label strategy {strategy!r}; use uncertainty or random.")
+    if cases is not None and cases < 1:
+        raise InputError(f"--cases must be at least 1, got {cases}.")
+    with workspace.changing():
+        running = _running_run(workspace)
+        resumed = running is not None
+        if running is None:
+            current = workspace.require_current_model()
+            segmenter = Segmenter.load(workspace.path(current.path), batch_size=batch_size)
+            candidates = _candidates(workspace, current.model_id, refresh)
+            if not candidates:
+                return PrelabelResult(None, current.model_id, strategy, [], False, 0)
+            n = len(candidates) if cases is None else min(cases, len(candidates))
+            run_number = 1 + int(
+                workspace.db.execute("SELECT COALESCE(MAX(run), 0) FROM prelabel_runs").fetchone()[
+                    0
+                ]
+            )
+            if strategy == "uncertainty":
+                scores = {}
+                for case_id in candidates:
+                    if on_case is not None:
+                        on_case(f"scoring {case_id}")
+                    scores[case_id] = _score_case(workspace, segmenter, case_id)
+                order = sorted(candidates, key=lambda c: (-scores[c], c))
+            else:
+                rng = np.random.default_rng([workspace.settings.seed, run_number])
+                order = [candidates[i] for i in rng.permutation(len(candidates))]
+            selected = order[:n]
+            with workspace.transaction():
+                workspace.db.execute(
+                    "INSERT INTO prelabel_runs VALUES (?, ?, ?, ?, 'running', ?, NULL)",
+                    (run_number, current.model_id, strategy, json.dumps(selected), now()),
+                )
+                workspace.audit(
+                    "prelabel-run",
+                    {
+                        "run": run_number,
+                        "model": current.model_id,
+                        "strategy": strategy,
+                        "selected": selected,
+                        "candidates": len(candidates),
+                    },
+                )
+            running = {
+                "run": run_number,
+                "model_id": current.model_id,
+                "strategy": strategy,
+                "selected": selected,
+            }
+            n_candidates = len(candidates)
+        else:
+            # Finish the interrupted run with the model it started with.
+            model = workspace.model(running["model_id"])
+            segmenter = Segmenter.load(workspace.path(model.path), batch_size=batch_size)
+            n_candidates = len(running["selected"])
+        run, model_id = int(running["run"]), str(running["model_id"])
+        done = {p.case_id: p for p in workspace.prelabels() if p.run == run}
+        items: list[PrelabelItem] = []
+        for rank, case_id in enumerate(running["selected"]):
+            if case_id in done:
+                record = done[case_id]
+                items.append(PrelabelItem(case_id, rank, record.uncertainty, record.path))
+                continue
+            if workspace.case(case_id).state not in ("unlabelled", "prelabelled"):
+                continue  # corrected while the run was interrupted: nothing to draft
+            if on_case is not None:
+                on_case(case_id)
+            items.append(
+                _prelabel_case(workspace, segmenter, run, rank, case_id, running["strategy"])
+            )
+        with workspace.transaction():
+            workspace.db.execute(
+                "UPDATE prelabel_runs SET status = 'done', finished = ? WHERE run = ?",
+                (now(), run),
+            )
+            workspace.audit(
+                "prelabel-done",
+                {"run": run, "cases": [i.case_id for i in items], "resumed": resumed},
+            )
+        return PrelabelResult(run, model_id, running["strategy"], items, resumed, n_candidates)
+
+
+def review_queue(workspace: Workspace) -> list[dict[str, Any]]:
+    """Pre-labelled cases awaiting the vet, in queue order (run, then rank within the run).
+
+    Returns:
+        One dict per case: ``case``, ``uncertainty``, ``model``, ``run``, ``rank``, ``file``.
+    """
+    queue = []
+    for case in workspace.cases("prelabelled"):
+        latest = workspace.latest_prelabel(case.case_id)
+        if latest is None:
+            continue
+        queue.append(
+            {
+                "case": case.case_id,
+                "uncertainty": latest.uncertainty,
+                "model": latest.model_id,
+                "strategy": latest.strategy,
+                "run": latest.run,
+                "rank": latest.queue_rank,
+                "file": str(Path("review") / case.case_id / "prelabel.nii.gz"),
+            }
+        )
+    queue.sort(key=lambda q: (q["run"], q["rank"]))
+    return queue
+
+
+__all__ = [
+    "STRATEGIES",
+    "PrelabelItem",
+    "PrelabelResult",
+    "prelabel",
+    "review_queue",
+    "uncertainty_score",
+]

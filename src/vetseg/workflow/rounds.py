@@ -1,0 +1,254 @@
+"""S103: a refine round (``vetseg refine``): retrain from the current model, promote only if better.
+
+A round trains the current model (the parent) on every labelled and corrected case with the
+refine-round defaults of DESIGN section 4 (30 epochs, the first 20 with the body frozen, 5 more
+when the best validation Dice stays under 0.95) and a new 8:1:1 split of those cases by case.
+The new model is written to ``models/round-<NNN>/`` and registered with its parent, metrics,
+data and split.
+
+Promotion rule
+    The parent and the new model are scored with the same function (mean Dice over organs and
+    cases, at model resolution) on the same cases: the new split's validation cases. The new
+    model becomes current only if its Dice is at least the parent's; otherwise it is kept and
+    registered, not promoted, and the command says so. Note that the parent may have trained
+    on some of those validation cases in an earlier round, which favours the parent: the rule
+    errs on the side of keeping a model that works.
+
+Interruptions
+    The round (its parent, output folder and the label file of every case, pinned) is recorded
+    before training starts; training checkpoints every epoch. A re-run after a kill resumes the
+    recorded round from its checkpoint with the same cases and split, or, when the model was
+    already written, goes straight to the comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vetseg.config import StageConfig
+from vetseg.errors import InputError
+from vetseg.workflow.workspace import Workspace, now
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The outcome of one refine round.
+
+    Attributes:
+        round: the round number (1, 2, ...).
+        parent_id: the model the round started from.
+        model_id: the new model.
+        promoted: whether the new model became current.
+        parent_val_dice: the parent's mean Dice on the round's validation cases.
+        new_val_dice: the new model's mean Dice on the same cases.
+        val_cases: those cases.
+        model_path: the new model's folder.
+        resumed: True when this command finished an interrupted round.
+        cases: case id -> label file the round trained on.
+    """
+
+    round: int
+    parent_id: str
+    model_id: str
+    promoted: bool
+    parent_val_dice: float
+    new_val_dice: float
+    val_cases: list[str]
+    model_path: Path
+    resumed: bool
+    cases: dict[str, str]
+
+    @property
+    def message(self) -> str:
+        """One line for the user."""
+        verdict = (
+            "promoted: it is now the current model"
+            if self.promoted
+            else f"NOT promoted: kept in {self.model_path}, {self.parent_id} stays current"
+        )
+        return (
+            f"round {self.round}: model {self.model_id} has validation Dice "
+            f"{self.new_val_dice:.3f} against its parent's {self.parent_val_dice:.3f} on the "
+            f"same {len(self.val_cases)} validation case(s); {verdict}."
+        )
+
+
+def promote(new_dice: float, parent_dice: float) -> bool:
+    """The promotion rule: the new model must be at least as good on the same cases."""
+    return new_dice >= parent_dice
+
+
+def compare_on_validation(
+    parent_path: Path, new_path: Path, dataset: Any, val_ids: list[str]
+) -> tuple[float, float]:
+    """Mean validation Dice of the parent and the new model on the same cases.
+
+    Each model sees the cases through its own preprocessing (they are the same for a refine
+    round) and is scored by :func:`vetseg.training.trainer.validation_dice`, the function
+    that selected the new model's epoch.
+
+    Returns:
+        ``(parent_dice, new_dice)``.
+    """
+    from vetseg.data.datasets import load_case
+    from vetseg.models.files import load_model
+    from vetseg.training.trainer import make_validation_cases, nanmean, validation_dice
+
+    loaded = [load_case(dataset, dataset.case(cid)) for cid in val_ids]
+    out = []
+    for path in (parent_path, new_path):
+        model, info = load_model(path)
+        if tuple(info.organs) != tuple(dataset.organs):
+            raise InputError(f"{path}: organs {info.organs} differ from the round's organs.")
+        cases = make_validation_cases(loaded, info.preprocess)
+        out.append(nanmean(validation_dice(model, cases, len(info.organs))))
+    return out[0], out[1]
+
+
+def _train(parent_path: Path, dataset: Any, out: Path, config: StageConfig, progress: bool) -> None:
+    """Train the round's model (resuming from ``out/train``'s checkpoint when there is one)."""
+    from vetseg.training.stages import refine
+
+    refine(parent_path, dataset, out, config, resume=True, progress=progress, ratios=(8, 1, 1))
+
+
+def refine_round(
+    workspace: Workspace, config: StageConfig | None = None, *, progress: bool = True
+) -> RoundResult:
+    """Run (or resume) one refine round and apply the promotion rule.
+
+    Args:
+        workspace: the open workspace.
+        config: training settings; default ``workspace.settings.refine_config()`` (DESIGN
+            section 4's refine-round values, overridden by ``[refine]`` in vetseg.toml). Its
+            preprocessing is always the parent's: a round never changes the input definition.
+        progress: show training progress.
+
+    Returns:
+        The round's result (see :attr:`RoundResult.message`).
+
+    Raises:
+        InputError: no current model, or fewer than 3 labelled + corrected cases.
+    """
+    from vetseg.data.datasets import read_splits
+    from vetseg.models.files import read_model_info
+    from vetseg.workflow.register import insert_model, set_current
+
+    with workspace.changing():
+        row = workspace.db.execute(
+            "SELECT * FROM rounds WHERE status = 'running' ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+        resumed = row is not None
+        if row is None:
+            parent = workspace.require_current_model()
+            labels = workspace.training_labels()
+            if len(labels) < 3:
+                raise InputError(
+                    f"{workspace.root}: {len(labels)} labelled or corrected case(s); a refine "
+                    "round needs at least 3 (train, validation, test)."
+                )
+            number = 1 + int(
+                workspace.db.execute("SELECT COALESCE(MAX(round), 0) FROM rounds").fetchone()[0]
+            )
+            out_rel = f"models/round-{number:03d}"
+            with workspace.transaction():
+                workspace.db.execute(
+                    "INSERT INTO rounds (round, parent, out, cases, status, started)"
+                    " VALUES (?, ?, ?, ?, 'running', ?)",
+                    (number, parent.model_id, out_rel, json.dumps(labels), now()),
+                )
+                workspace.audit(
+                    "refine-start",
+                    {"round": number, "parent": parent.model_id, "cases": sorted(labels)},
+                )
+        else:
+            number, out_rel = int(row["round"]), str(row["out"])
+            parent = workspace.model(row["parent"])
+            labels = json.loads(row["cases"])
+
+        parent_path = workspace.path(parent.path)
+        out = workspace.path(out_rel)
+        parent_info = read_model_info(parent_path)
+        dataset = workspace.dataset(labels, parent_info.organs)
+        base = config or workspace.settings.refine_config()
+        train_config = dataclasses.replace(base, preprocess=parent_info.preprocess)
+        if not (out / "model.json").is_file():
+            _train(parent_path, dataset, out, train_config, progress)
+        info = read_model_info(out)
+        split = read_splits(out / "train" / "splits.json")
+        parent_dice, new_dice = compare_on_validation(parent_path, out, dataset, split["val"])
+        promoted = promote(new_dice, parent_dice)
+        note = (
+            f"round {number}: validation Dice {new_dice:.3f} >= parent's {parent_dice:.3f}"
+            if promoted
+            else f"round {number}: not promoted, validation Dice {new_dice:.3f} < parent's "
+            f"{parent_dice:.3f} on the same cases"
+        )
+        info.training = {**info.training, "cases": labels}
+        with workspace.transaction():
+            if (
+                workspace.db.execute(
+                    "SELECT 1 FROM models WHERE model_id = ?", (info.model_id,)
+                ).fetchone()
+                is None
+            ):
+                insert_model(workspace, info, out_rel, promoted=promoted, note=note)
+            if promoted:
+                set_current(workspace, info.model_id)
+            workspace.db.execute(
+                "UPDATE rounds SET status = ?, model_id = ?, val_cases = ?, parent_val_dice = ?,"
+                " new_val_dice = ?, finished = ? WHERE round = ?",
+                (
+                    "promoted" if promoted else "kept",
+                    info.model_id,
+                    json.dumps(split["val"]),
+                    parent_dice,
+                    new_dice,
+                    now(),
+                    number,
+                ),
+            )
+            workspace.audit(
+                "refine",
+                {
+                    "round": number,
+                    "parent": parent.model_id,
+                    "model": info.model_id,
+                    "promoted": promoted,
+                    "parent_val_dice": parent_dice,
+                    "new_val_dice": new_dice,
+                    "val_cases": split["val"],
+                    "resumed": resumed,
+                },
+            )
+        return RoundResult(
+            round=number,
+            parent_id=parent.model_id,
+            model_id=info.model_id,
+            promoted=promoted,
+            parent_val_dice=parent_dice,
+            new_val_dice=new_dice,
+            val_cases=list(split["val"]),
+            model_path=out,
+            resumed=resumed,
+            cases=dict(labels),
+        )
+
+
+def rounds(workspace: Workspace) -> list[dict[str, Any]]:
+    """Every round, oldest first, as plain dicts."""
+    rows = workspace.db.execute("SELECT * FROM rounds ORDER BY round")
+    out = []
+    for r in rows:
+        item = dict(r)
+        item["cases"] = sorted(json.loads(item["cases"]))
+        item["val_cases"] = json.loads(item["val_cases"]) if item["val_cases"] else []
+        out.append(item)
+    return out
+
+
+__all__ = ["RoundResult", "compare_on_validation", "promote", "refine_round", "rounds"]

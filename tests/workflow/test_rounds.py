@@ -1,0 +1,134 @@
+"""S103: refine rounds, their record, and the promotion rule."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.workflow.conftest import Setup, make_workspace
+from tests.workflow.helpers import tiny_model
+from vetseg.config import AugmentConfig
+from vetseg.data.datasets import split_by_case, write_splits
+from vetseg.errors import InputError
+from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
+from vetseg.workflow import rounds as rounds_module
+from vetseg.workflow.correct import correct
+from vetseg.workflow.register import use_model
+from vetseg.workflow.rounds import promote, refine_round
+from vetseg.workflow.workspace import Workspace
+
+
+def _fake_training(head_bias: tuple[float, float]) -> Any:
+    """Stand-in for training: the parent's weights with a fixed head, a real 8:1:1 split."""
+
+    def train(parent_path: Path, dataset: Any, out: Path, config: Any, progress: bool) -> None:
+        model, parent = load_model(parent_path)
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.copy_(torch.tensor(head_bias))
+        split = split_by_case(dataset.case_ids, seed=config.seed)
+        write_splits(out / "train" / "splits.json", split)
+        info = ModelInfo(
+            model_id=new_model_id("refine"),
+            architecture=parent.architecture,
+            organs=parent.organs,
+            preprocess=config.preprocess,
+            stage="refine",
+            parent=parent.model_id,
+            training={"split": split},
+        )
+        save_model(model, out, info)
+
+    return train
+
+
+def _workspace_with_model(tmp_path: Path, head_bias: tuple[float, float]) -> Setup:
+    setup = make_workspace(tmp_path, labelled=4, unlabelled=1, with_model=False)
+    tiny_model(tmp_path / "parent", head_bias=head_bias)
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "parent")
+    return setup
+
+
+def test_promotion_rule_is_at_least_as_good() -> None:
+    assert promote(0.80, 0.80) and promote(0.81, 0.80) and not promote(0.79, 0.80)
+
+
+@pytest.mark.parametrize(
+    ("parent_bias", "new_bias", "promoted"),
+    [
+        ((5.0, -5.0), (5.0, -5.0), True),  # as good on the same cases: promoted
+        ((-5.0, -5.0), (5.0, -5.0), True),  # finds the liver where the parent found nothing
+        ((5.0, -5.0), (-5.0, -5.0), False),  # finds nothing: kept, not promoted
+    ],
+)
+def test_new_model_becomes_current_only_if_not_worse_on_the_same_cases(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parent_bias: tuple[float, float],
+    new_bias: tuple[float, float],
+    promoted: bool,
+) -> None:
+    setup = _workspace_with_model(tmp_path, parent_bias)
+    monkeypatch.setattr(rounds_module, "_train", _fake_training(new_bias))
+    with Workspace.open(setup.root) as ws:
+        parent = ws.require_current_model()
+        result = refine_round(ws)
+        assert result.promoted is promoted
+        assert (result.new_val_dice >= result.parent_val_dice) is promoted
+        current = ws.require_current_model().model_id
+        assert current == (result.model_id if promoted else parent.model_id)
+        new = ws.model(result.model_id)  # registered either way
+        assert new.parent == parent.model_id and new.promoted is promoted
+        assert ("NOT promoted" in result.message) is not promoted
+        if not promoted:
+            assert "stays current" in result.message and "not promoted" in new.note
+        (row,) = ws.db.execute("SELECT status, val_cases FROM rounds").fetchall()
+        assert row[0] == ("promoted" if promoted else "kept")
+        assert json.loads(row[1]) == result.val_cases and len(result.val_cases) == 1
+
+
+def test_refine_needs_three_training_cases(tmp_path: Path) -> None:
+    setup = make_workspace(tmp_path, labelled=2, unlabelled=1)
+    with Workspace.open(setup.root) as ws, pytest.raises(InputError, match="at least 3"):
+        refine_round(ws)
+
+
+@pytest.mark.slow
+def test_a_real_round_trains_from_the_parent_on_labelled_and_corrected_cases(
+    tmp_path: Path,
+) -> None:
+    setup = make_workspace(tmp_path, labelled=3, unlabelled=3)
+    with Workspace.open(setup.root) as ws:
+        for case_id in ("new0", "new1"):
+            correct(ws, case_id, setup.truth[case_id])
+        parent = ws.require_current_model()
+        config = ws.settings.refine_config(
+            epochs=2, steps_per_epoch=2, batch_size=4, extend=0, lr=1e-3
+        )
+        config = dataclasses.replace(config, augment=AugmentConfig(enabled=False))
+        result = refine_round(ws, config, progress=False)
+        model = ws.model(result.model_id)
+        assert model.parent == parent.model_id and model.stage == "refine"
+        assert sorted(result.cases) == ["lab0", "lab1", "lab2", "new0", "new1"]
+        split = model.split
+        assert sorted(split["train"] + split["val"] + split["test"]) == sorted(result.cases)
+        assert (len(split["train"]), len(split["val"]), len(split["test"])) == (3, 1, 1)
+        assert result.val_cases == split["val"]
+        assert "val_mean_dice" in model.metrics
+        assert result.promoted == (result.new_val_dice >= result.parent_val_dice)
+        info = json.loads((result.model_path / "model.json").read_text())
+        assert info["parent"] == parent.model_id
+        assert (
+            info["preprocess"]
+            == json.loads((ws.path(parent.path) / "model.json").read_text())["preprocess"]
+        )
+        lines = (result.model_path / "train" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+        actions = [a["action"] for a in ws.audit_log()]
+        assert actions[-2:] == ["refine-start", "refine"]
