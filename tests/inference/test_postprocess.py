@@ -1,0 +1,136 @@
+"""Post-processing rules on small synthetic masks: largest parts, specks by volume, holes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from vetseg.errors import InputError
+from vetseg.inference.postprocess import (
+    KEEP_AS_IS,
+    OrganRule,
+    PostprocessConfig,
+    _fill_holes,
+    clean_mask,
+    postprocess_labels,
+    voxel_volume_ml,
+)
+
+
+def blobs() -> np.ndarray:
+    """Three separate cubes of 27, 8 and 1 voxels."""
+    mask = np.zeros((12, 12, 12), dtype=bool)
+    mask[1:4, 1:4, 1:4] = True  # 27 voxels
+    mask[7:9, 7:9, 7:9] = True  # 8
+    mask[10, 1, 10] = True  # 1
+    return mask
+
+
+def test_keep_the_largest_component() -> None:
+    out = clean_mask(blobs(), OrganRule(keep_largest=1, fill_holes=False), voxel_ml=0.001)
+    assert out.sum() == 27
+    assert out[2, 2, 2] and not out[8, 8, 8]
+
+
+def test_keep_the_two_largest_for_an_organ_in_parts() -> None:
+    out = clean_mask(blobs(), OrganRule(keep_largest=2, fill_holes=False), voxel_ml=0.001)
+    assert out.sum() == 27 + 8
+    assert not out[10, 1, 10]
+
+
+def test_diagonal_neighbours_are_separate_components() -> None:
+    mask = np.zeros((3, 3, 3), dtype=bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = True  # touch at a corner only (6-connectivity)
+    assert clean_mask(mask, OrganRule(keep_largest=1, fill_holes=False), 1.0).sum() == 1
+
+
+def test_drop_blobs_under_a_volume_measured_from_the_spacing() -> None:
+    spacing = (2.0, 2.0, 2.5)  # 10 mm^3 = 0.01 ml per voxel
+    voxel_ml = voxel_volume_ml(spacing)
+    assert voxel_ml == pytest.approx(0.01)
+    rule = OrganRule(keep_largest=None, min_volume_ml=0.05, fill_holes=False)
+    out = clean_mask(blobs(), rule, voxel_ml)  # 0.27 ml and 0.08 ml stay, 0.01 ml goes
+    assert out.sum() == 27 + 8
+    # The same blobs at 1 mm voxels are 0.027, 0.008 and 0.001 ml: all under 0.05 ml.
+    assert clean_mask(blobs(), rule, voxel_volume_ml((1.0, 1.0, 1.0))).sum() == 0
+
+
+def hollow_cube(shape: int = 9) -> np.ndarray:
+    mask = np.zeros((shape,) * 3, dtype=bool)
+    mask[1:8, 1:8, 1:8] = True
+    mask[3:6, 3:6, 3:6] = False  # a closed 27-voxel cavity
+    return mask
+
+
+def test_fill_an_enclosed_hole() -> None:
+    out = clean_mask(hollow_cube(), OrganRule(keep_largest=1, fill_holes=True), 1.0)
+    assert out.sum() == 7**3
+    assert out[4, 4, 4]
+
+
+def test_a_cavity_open_to_the_outside_is_not_a_hole() -> None:
+    mask = hollow_cube()
+    mask[4, 4, 5:8] = False  # a channel from the cavity to the outside (a kidney's hilum)
+    out = clean_mask(mask, OrganRule(keep_largest=1, fill_holes=True), 1.0)
+    assert np.array_equal(out, mask)
+
+
+def test_fill_holes_matches_scipy_on_random_masks() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = ndimage.binary_opening(rng.random((10, 14, 12)) > 0.35)
+        assert np.array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_postprocess_labels_applies_each_organs_rule() -> None:
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[blobs()] = 1  # liver: keeps only its largest part
+    lungs = np.zeros_like(labels, dtype=bool)
+    lungs[1:3, 8:11, 1:4] = True
+    lungs[8:11, 1:4, 5:7] = True
+    lungs[5, 6, 10] = True  # a speck
+    labels[lungs] = 2  # lungs: keep two parts
+    labels[6, 10, 6] = 3  # an organ without a rule: left as it is
+    before = labels.copy()
+    out = postprocess_labels(
+        labels, ("liver", "lungs", "tumour"), (1.0, 1.0, 1.0), PostprocessConfig()
+    )
+    assert out is labels
+    assert (out == 1).sum() == 27
+    assert (out == 2).sum() == lungs.sum() - 1
+    assert out[6, 10, 6] == 3
+    # Removed voxels become background, never another organ.
+    assert set(np.unique(out[before != out]).tolist()) == {0}
+
+
+def test_filling_claims_background_only() -> None:
+    labels = hollow_cube().astype(np.uint8)  # liver with a cavity...
+    labels[4, 4, 4] = 2  # ...holding one spleen voxel
+    out = postprocess_labels(labels, ("liver", "spleen"), (1.0,) * 3, PostprocessConfig())
+    assert out[4, 4, 4] == 2
+    assert (out == 1).sum() == 7**3 - 1
+
+
+def test_disabled_config_changes_nothing() -> None:
+    labels = blobs().astype(np.uint8)
+    out = postprocess_labels(
+        labels.copy(), ("liver",), (1.0,) * 3, PostprocessConfig(enabled=False)
+    )
+    assert np.array_equal(out, labels)
+
+
+def test_rules_round_trip_through_json_and_reject_nonsense() -> None:
+    config = PostprocessConfig.from_json(
+        {"rules": {"liver": {"keep_largest": 2, "min_volume_ml": 1.5, "fill_holes": False}}}
+    )
+    assert config.rule_for("liver") == OrganRule(2, 1.5, False)
+    assert config.rule_for("lungs").keep_largest == 2  # built-in rules stay
+    assert config.rule_for("unknown_thing") == KEEP_AS_IS
+    assert PostprocessConfig.from_json(config.to_json()) == config
+    with pytest.raises(InputError):
+        PostprocessConfig.from_json({"rules": {"liver": {"keep_largest": 0}}})
+    with pytest.raises(InputError):
+        PostprocessConfig.from_json({"rules": {"liver": {"largest": 1}}})
+    with pytest.raises(InputError):
+        OrganRule(min_volume_ml=-1.0)
