@@ -2,22 +2,39 @@
 
 ``Segmenter.load(path)`` reads a model folder (safetensors + model.json), ``predict(volume, meta)``
 returns an organ label map on the scan's own grid, ``predict_file(in, out)`` does the same from file
-to file. Slices go through the model in batches; each batch's probabilities are resized back to the
-scan's in-plane grid and turned into labels at once, so memory stays bounded by one batch.
+to file.
+
+Memory stays bounded by one batch of slices: slices go through the engine (PyTorch or ONNX
+Runtime, :mod:`vetseg.inference.engines`) ``batch_size`` at a time; each batch's logits are
+resized back to the scan's in-plane grid and reduced at once to two bytes per voxel, the winning
+organ's id (uint8) and its probability (uint8, 0..255 for 0..1). No ``n_organs x volume`` float
+array is ever made: at 512 x 512 x 400 with 7 organs it would take 2.9 GB.
+
+After the model, optional post-processing (:mod:`vetseg.inference.postprocess`) cleans the
+label map in the canonical frame, and the per-organ statistics of the report
+(:mod:`vetseg.inference.report`) are computed from the same arrays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
-from vetseg.models.files import ModelInfo, load_model
+from vetseg.inference.engines import Engine, TorchEngine, make_engine
+from vetseg.inference.postprocess import PostprocessConfig, postprocess_labels
+from vetseg.inference.report import OrganStats, organ_statistics
+from vetseg.models.files import ModelInfo, load_model, resolve_model_dir
+
+#: ``progress(done_slices, total_slices)``, called after every batch.
+Progress = Callable[[int, int], None]
+#: Slices per chunk when the uncertainty map is computed (bounds its float32 working copy).
+_CHUNK_SLICES = 16
 
 
 @dataclass
@@ -27,10 +44,49 @@ class Prediction:
     Attributes:
         labels: uint8 [z, y, x] (array order of the input), ``organs[i]`` has id ``i + 1``.
         confidence: mean probability inside each organ's mask (NaN for an empty organ).
+        organ_stats: the report rows: volume (ml), mean and sd intensity, confidence.
+        probability: uint8 [z, y, x], the winning organ's probability (0..255 for 0..1) on the
+            input grid; only when asked for (``keep_probability``), else None.
     """
 
     labels: np.ndarray
     confidence: dict[str, float]
+    organ_stats: list[OrganStats] = field(default_factory=list)
+    probability: np.ndarray | None = None
+
+    def uncertainty(self) -> np.ndarray:
+        """Per-voxel uncertainty in percent (uint8 0..100); needs ``probability``.
+
+        See :func:`uncertainty_percent`.
+        """
+        if self.probability is None:
+            raise ValueError("this prediction was made without keep_probability=True")
+        return uncertainty_percent(self.probability)
+
+
+def uncertainty_percent(probability: np.ndarray) -> np.ndarray:
+    """Binary entropy of the winning organ's probability, in percent of its maximum (1 bit).
+
+    0 where the model is sure (probability near 0: background, or near 1: the organ), 100 where
+    it stands at 0.5, on the decision threshold. With one sigmoid per organ, "1 - max
+    probability" would call all background uncertain; the entropy does not. It does not see two
+    organs that both claim a voxel; their borders show up anyway, as the winner's probability
+    falls there.
+
+    Args:
+        probability: ``[z, y, x]`` uint8 (0..255 for 0..1) or float in [0, 1].
+
+    Returns:
+        uint8 ``[z, y, x]``, 0..100.
+    """
+    scale = 255.0 if probability.dtype == np.uint8 else 1.0
+    out = np.empty(probability.shape, dtype=np.uint8)
+    for start in range(0, probability.shape[0], _CHUNK_SLICES):
+        part = slice(start, start + _CHUNK_SLICES)
+        p = np.clip(probability[part].astype(np.float32) / scale, 1e-7, 1 - 1e-7)
+        entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+        out[part] = np.round(entropy * 100).astype(np.uint8)
+    return out
 
 
 class Segmenter:
@@ -42,66 +98,191 @@ class Segmenter:
         batch_size: slices per forward pass.
         threshold: probability above which a voxel belongs to an organ; where several organs
             pass, the most probable wins.
+        engine: what runs the network (default: PyTorch eager on ``model``).
+        postprocess: rules that clean the label map (default None: labels as the model gave
+            them; the CLI turns the built-in rules on).
     """
 
     def __init__(
-        self, model: nn.Module, info: ModelInfo, batch_size: int = 8, threshold: float = 0.5
+        self,
+        model: nn.Module,
+        info: ModelInfo,
+        batch_size: int = 8,
+        threshold: float = 0.5,
+        *,
+        engine: Engine | None = None,
+        postprocess: PostprocessConfig | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         self.model = model.eval()
         self.info = info
         self.batch_size = batch_size
         self.threshold = threshold
+        self.engine: Engine = engine if engine is not None else TorchEngine(self.model)
+        self.postprocess = postprocess
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> Segmenter:
-        """Load a model folder (or its model.json / model.safetensors)."""
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        engine: str = "torch",
+        onnx_path: str | Path | None = None,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """Load a model folder (or its model.json / model.safetensors).
+
+        Args:
+            path: the model.
+            engine: ``"torch"`` or ``"onnx"`` (see :func:`vetseg.inference.engines.make_engine`).
+            onnx_path: an exported ONNX file for the ``"onnx"`` engine (default: ``model.onnx``
+                in the model folder if exported from these weights, else exported now).
+            threads: ONNX Runtime intra-op threads (None: its default).
+            **kwargs: ``batch_size``, ``threshold``, ``postprocess``.
+        """
         model, info = load_model(Path(path))
-        return cls(model, info, **kwargs)
+        runner = make_engine(
+            engine,
+            model,
+            info,
+            onnx_path=onnx_path,
+            model_dir=resolve_model_dir(Path(path)),
+            threads=threads,
+        )
+        return cls(model, info, engine=runner, **kwargs)
 
     @property
     def organs(self) -> tuple[str, ...]:
         return self.info.organs
 
-    @torch.no_grad()
-    def _label_slices(self, slices_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and winning probabilities for canonical axial slices ``[b, y, x]`` in HU."""
-        from vetseg.data.preprocess import normalize_slices, resize_slices
+    def _logits(self, slices_hu: np.ndarray) -> torch.Tensor:
+        """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices."""
+        from vetseg.data.preprocess import (
+            normalize_slices,
+            resize_probabilities_back,
+            resize_slices,
+        )
 
         pre = self.info.preprocess
         height, width = slices_hu.shape[1:]
         image = resize_slices(normalize_slices(slices_hu, pre.window), pre.size, order=1)
-        logits = self.model(torch.from_numpy(np.ascontiguousarray(image, np.float32)).unsqueeze(1))
+        logits = torch.from_numpy(np.asarray(self.engine(image[:, None]), dtype=np.float32))
         if (height, width) != (pre.size, pre.size):
-            logits = F.interpolate(
-                logits, size=(height, width), mode="bilinear", align_corners=False
-            )
-        probs = torch.sigmoid(logits)
-        best_prob, best = probs.max(dim=1)
-        labels = torch.where(best_prob > self.threshold, best + 1, torch.zeros_like(best))
-        return labels.to(torch.uint8).numpy(), best_prob.numpy()
+            # Logits, not masks, are resized, so borders are decided at the scan's resolution.
+            logits = resize_probabilities_back(logits, (height, width))
+        return logits
 
-    def predict_canonical(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels ``[z, y, x]`` (uint8) and winning probability for a canonical volume in HU."""
-        labels = np.zeros(volume.shape, dtype=np.uint8)
-        prob = np.zeros(volume.shape, dtype=np.float16)
+    @torch.inference_mode()
+    def _label_slices(self, slices_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``."""
+        logits = self._logits(slices_hu)
+        # The sigmoid is monotonic: the organ with the largest logit is the most probable, and
+        # only its probability is needed, so one sigmoid per voxel instead of one per organ.
+        best_logit, best = logits.max(dim=1)
+        best_prob = torch.sigmoid(best_logit)
+        labels = torch.where(best_prob > self.threshold, best + 1, torch.zeros_like(best))
+        quantised = torch.round(best_prob * 255.0).to(torch.uint8)
+        return labels.to(torch.uint8).numpy(), quantised.numpy()
+
+    @torch.inference_mode()
+    def probabilities_canonical(self, volume: np.ndarray) -> np.ndarray:
+        """Every organ's probability ``[z, n_organs, y, x]`` (float32) for a canonical volume.
+
+        For inspection and tests on small volumes: at full size this array is large; the
+        label path (:meth:`segment_canonical`) never builds it.
+        """
+        out = []
         for start in range(0, volume.shape[0], self.batch_size):
-            stop = min(start + self.batch_size, volume.shape[0])
-            labels[start:stop], p = self._label_slices(volume[start:stop].astype(np.float32))
-            prob[start:stop] = p
+            batch = volume[start : start + self.batch_size].astype(np.float32)
+            out.append(torch.sigmoid(self._logits(batch)).numpy())
+        return np.concatenate(out, axis=0)
+
+    def segment_canonical(
+        self, volume: np.ndarray, progress: Progress | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's labels and winning probabilities for a canonical volume in HU.
+
+        Args:
+            volume: ``[z, y, x]`` HU, axis 0 along the body (see :func:`to_canonical`).
+            progress: called with ``(slices done, slices in all)`` after every batch.
+
+        Returns:
+            ``(labels, probability)``: uint8 ``[z, y, x]`` each; probability 0..255 for 0..1.
+        """
+        labels = np.zeros(volume.shape, dtype=np.uint8)
+        prob = np.zeros(volume.shape, dtype=np.uint8)
+        total = volume.shape[0]
+        for start in range(0, total, self.batch_size):
+            stop = min(start + self.batch_size, total)
+            labels[start:stop], prob[start:stop] = self._label_slices(
+                volume[start:stop].astype(np.float32)
+            )
+            if progress is not None:
+                progress(stop, total)
         return labels, prob
 
-    def predict(self, volume: np.ndarray, meta: Any) -> Prediction:
-        """Segment a volume ``[z, y, x]`` in HU with its geometry; labels come back on its grid."""
+    def predict_canonical(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels ``[z, y, x]`` (uint8) and winning probability (float16, 0..1), canonical input.
+
+        No post-processing; see :meth:`segment_canonical` for the memory-lean form.
+        """
+        labels, prob = self.segment_canonical(volume)
+        return labels, (prob.astype(np.float16) / np.float16(255.0)).astype(np.float16)
+
+    def predict(
+        self,
+        volume: np.ndarray,
+        meta: Any,
+        *,
+        keep_probability: bool = False,
+        progress: Progress | None = None,
+    ) -> Prediction:
+        """Segment a volume ``[z, y, x]`` in HU with its geometry; labels come back on its grid.
+
+        Args:
+            volume: the scan as read (any axis order; ``meta`` says which).
+            meta: its :class:`~vetseg.io.image.ImageMeta`.
+            keep_probability: also return the winning probability per voxel (for the
+                uncertainty map).
+            progress: called with ``(slices done, slices in all)`` after every batch.
+
+        Returns:
+            Labels on the input grid, post-processed when the segmenter has rules, with the
+            per-organ statistics.
+        """
         from vetseg.io.image import from_canonical, to_canonical
 
-        canonical, _ = to_canonical(volume, meta, self.info.preprocess.orientation)
-        labels_c, prob_c = self.predict_canonical(canonical)
-        confidence = {}
-        for i, organ in enumerate(self.organs):
-            inside = labels_c == i + 1
-            confidence[organ] = float(prob_c[inside].mean()) if inside.any() else float("nan")
-        labels = from_canonical(labels_c, meta, volume.shape, self.info.preprocess.orientation)
-        return Prediction(labels=np.ascontiguousarray(labels), confidence=confidence)
+        orientation = self.info.preprocess.orientation
+        canonical, canonical_meta = to_canonical(volume, meta, orientation)
+        model_labels, prob = self.segment_canonical(canonical, progress)
+        labels_c = model_labels
+        if self.postprocess is not None and self.postprocess.enabled:
+            labels_c = postprocess_labels(
+                model_labels.copy(), self.organs, canonical_meta.spacing, self.postprocess
+            )
+        stats = organ_statistics(
+            labels_c,
+            canonical,
+            self.organs,
+            canonical_meta.spacing,
+            probability=prob,
+            model_labels=model_labels if labels_c is not model_labels else None,
+        )
+        del model_labels, canonical
+        labels = from_canonical(labels_c, meta, volume.shape, orientation)
+        probability = (
+            from_canonical(prob, meta, volume.shape, orientation) if keep_probability else None
+        )
+        return Prediction(
+            labels=np.ascontiguousarray(labels),
+            confidence={s.organ: s.confidence for s in stats},
+            organ_stats=stats,
+            probability=probability,
+        )
 
     def predict_file(self, scan: str | Path, out: str | Path) -> Prediction:
         """Read a scan (NIfTI, NRRD, MHA or DICOM folder), segment it, write the label map."""
@@ -109,6 +290,10 @@ class Segmenter:
 
         volume, meta = read_image(Path(scan))
         prediction = self.predict(volume, meta)
-        names = {i + 1: name for i, name in enumerate(self.organs)}
-        write_image(prediction.labels, meta, Path(out), segment_names=names)
+        write_image(prediction.labels, meta, Path(out), segment_names=self.segment_names)
         return prediction
+
+    @property
+    def segment_names(self) -> dict[int, str]:
+        """Label id -> organ name, as written into label maps."""
+        return {i + 1: name for i, name in enumerate(self.organs)}

@@ -1,0 +1,241 @@
+"""Inference engines: what turns a batch of model-input slices into organ logits.
+
+Two engines share one call, ``engine(batch) -> logits``, ``[B, 1, S, S]`` float32 in and
+``[B, n_organs, S, S]`` float32 out:
+
+- :class:`TorchEngine`: the PyTorch model itself, eager, under ``inference_mode``, optionally
+  in channels-last memory layout (faster convolutions on CPU);
+- :class:`OnnxEngine`: the same network exported to ONNX (:func:`export_onnx`) and run by ONNX
+  Runtime, which fuses BatchNorm into convolutions and activations into their producers.
+
+The exported file records the model id and the SHA-256 of the weights it came from, so a stale
+export (the model was retrained since) is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from vetseg.errors import ModelFileError
+from vetseg.fileutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vetseg.models.files import ModelInfo
+
+#: Engine names the CLI accepts.
+ENGINES: tuple[str, ...] = ("torch", "onnx")
+#: Name of an exported model inside a model folder, used by ``--engine onnx`` when present.
+ONNX_NAME = "model.onnx"
+#: ONNX operator set of the export (ONNX Runtime 1.16+ runs it).
+OPSET = 17
+
+
+class Engine(Protocol):
+    """Logits for a batch of model-input slices."""
+
+    name: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """``[B, 1, S, S]`` float32 -> ``[B, n_organs, S, S]`` float32 logits."""
+        ...
+
+
+class TorchEngine:
+    """The PyTorch model, eager.
+
+    Args:
+        model: the network; put in eval mode. It is used, not copied: later changes to its
+            weights show in the engine's output.
+        channels_last: run convolutions in NHWC memory layout (usually faster on CPU).
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, channels_last: bool = False) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(x).float().contiguous().numpy()
+
+
+class OnnxEngine:
+    """An exported model run by ONNX Runtime on the CPU.
+
+    Args:
+        source: path of a ``.onnx`` file, or its bytes.
+        threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
+    """
+
+    name = "onnx"
+
+    def __init__(self, source: str | Path | bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        model = source if isinstance(source, bytes) else str(source)
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types, all for a bad file
+            where = "the exported model" if isinstance(source, bytes) else str(source)
+            raise ModelFileError(f"{where}: ONNX Runtime cannot load it ({exc}).") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def export_onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
+    """The model as an ONNX file (bytes): batch axis dynamic, input ``S x S`` fixed.
+
+    Fixing the in-plane size to the model's input size (inference always resizes to it) lets
+    ONNX Runtime plan every buffer once. The model id, weights checksum and organ names go into
+    the file's metadata.
+
+    Args:
+        model: the network (put in eval mode; float32, CPU).
+        info: its description (input size, organs, id, weights checksum).
+
+    Returns:
+        The serialised ONNX model.
+    """
+    import onnx
+    import torch
+
+    size = info.preprocess.size
+    model = model.eval()
+    dummy = torch.zeros(1, 1, size, size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns about its own deprecation and constant folding.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            buffer,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    metadata = {
+        "vetseg_model_id": info.model_id,
+        "vetseg_weights_sha256": info.weights_sha256,
+        "vetseg_organs": ",".join(info.organs),
+        "vetseg_input_size": str(size),
+    }
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "vetseg"
+    return proto.SerializeToString()
+
+
+def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path) -> Path:
+    """Write the model as an ONNX file, atomically (see :func:`export_onnx_bytes`)."""
+    return atomic_write_bytes(Path(out), export_onnx_bytes(model, info))
+
+
+def probability_difference(
+    model: nn.Module, engine: Engine, size: int, batch: int = 2, seed: int = 0
+) -> float:
+    """Largest difference between the PyTorch model's and an engine's organ probabilities.
+
+    Args:
+        model: the reference network.
+        engine: the engine to check (e.g. an :class:`OnnxEngine` of the same model).
+        size: input height and width.
+        batch: slices in the check.
+        seed: seed of the random input (standard normal, like normalised CT slices).
+
+    Returns:
+        ``max |sigmoid(engine) - sigmoid(model)|`` over every organ and pixel.
+    """
+    import torch
+
+    x = np.random.default_rng(seed).standard_normal((batch, 1, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        reference = torch.sigmoid(model.eval()(torch.from_numpy(x))).numpy()
+    other = 1.0 / (1.0 + np.exp(-engine(x).astype(np.float64)))
+    return float(np.max(np.abs(other - reference)))
+
+
+def check_onnx_matches(engine: OnnxEngine, info: ModelInfo, source: Path) -> None:
+    """Refuse an ONNX file exported from other weights than ``info``'s.
+
+    Raises:
+        ModelFileError: the file's recorded weights checksum or organs differ from the model's.
+    """
+    recorded = engine.metadata.get("vetseg_weights_sha256")
+    if recorded is None:
+        raise ModelFileError(
+            f"{source}: not exported by vetseg (no weights checksum in its metadata); "
+            "run `vetseg export` again."
+        )
+    if info.weights_sha256 and recorded != info.weights_sha256:
+        raise ModelFileError(
+            f"{source}: exported from other weights than model {info.model_id}; "
+            "run `vetseg export` again."
+        )
+    organs = engine.metadata.get("vetseg_organs", "")
+    if organs != ",".join(info.organs):
+        raise ModelFileError(f"{source}: its organs ({organs}) differ from the model's.")
+
+
+def make_engine(
+    name: str,
+    model: nn.Module,
+    info: ModelInfo,
+    *,
+    onnx_path: str | Path | None = None,
+    model_dir: Path | None = None,
+    threads: int | None = None,
+) -> Engine:
+    """The engine called ``name`` for a loaded model.
+
+    For ``"onnx"`` the file is ``onnx_path``, else ``model.onnx`` in the model folder when it
+    was exported from these weights, else the model is exported in memory now (a few seconds;
+    ``vetseg export`` saves that time on later runs).
+
+    Raises:
+        ModelFileError: unknown engine, or an ONNX file that does not match the model.
+    """
+    if name == "torch":
+        return TorchEngine(model)
+    if name != "onnx":
+        raise ModelFileError(f"unknown engine {name!r}; vetseg runs {', '.join(ENGINES)}.")
+    candidate = Path(onnx_path) if onnx_path is not None else None
+    if candidate is None and model_dir is not None and (model_dir / ONNX_NAME).is_file():
+        candidate = model_dir / ONNX_NAME
+    if candidate is not None:
+        if not candidate.is_file():
+            raise ModelFileError(f"{candidate}: no such ONNX file.")
+        engine = OnnxEngine(candidate, threads=threads)
+        check_onnx_matches(engine, info, candidate)
+        return engine
+    return OnnxEngine(export_onnx_bytes(model, info), threads=threads)

@@ -1,0 +1,121 @@
+"""ONNX export and ONNX Runtime parity with PyTorch; batched, streamed, bounded memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.inference.conftest import ORGANS, tiny_info, tiny_network
+from vetseg.cli import app
+from vetseg.errors import ModelFileError
+from vetseg.inference.engines import (
+    OnnxEngine,
+    TorchEngine,
+    export_onnx,
+    export_onnx_bytes,
+    make_engine,
+    probability_difference,
+)
+from vetseg.inference.segmenter import Segmenter
+from vetseg.models.files import load_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, object, Path]:
+    model = tiny_network(seed=3)
+    info = tiny_info(model)
+    info.weights_sha256 = "a" * 64
+    path = export_onnx(model, info, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, info, path
+
+
+def test_onnx_probabilities_match_pytorch(exported: tuple) -> None:
+    model, info, path = exported
+    engine = OnnxEngine(path, threads=1)
+    for batch in (1, 3):  # the batch axis is dynamic
+        assert probability_difference(model, engine, size=32, batch=batch, seed=batch) < 1e-3
+    # The same through the segmenter, on a scan whose slices are not the model's size.
+    volume = np.random.default_rng(0).normal(0, 300, (5, 40, 48)).astype(np.float32)
+    torch_probs = Segmenter(model, info, batch_size=2).probabilities_canonical(volume)
+    onnx_probs = Segmenter(model, info, batch_size=2, engine=engine).probabilities_canonical(volume)
+    assert torch_probs.shape == (5, len(ORGANS), 40, 48)
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-3
+
+
+def test_export_records_the_weights_it_came_from(exported: tuple) -> None:
+    _, info, path = exported
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["vetseg_model_id"] == info.model_id
+    assert meta["vetseg_weights_sha256"] == info.weights_sha256
+    assert meta["vetseg_organs"] == ",".join(ORGANS)
+
+
+def test_a_stale_export_is_refused(exported: tuple) -> None:
+    model, info, path = exported
+    info_retrained = tiny_info(model)
+    info_retrained.weights_sha256 = "b" * 64
+    with pytest.raises(ModelFileError, match="other weights"):
+        make_engine("onnx", model, info_retrained, onnx_path=path)
+    with pytest.raises(ModelFileError, match="unknown engine"):
+        make_engine("tensorrt", model, info)
+
+
+def test_onnx_engine_in_memory_export_labels_like_torch(random_model_dir: Path) -> None:
+    model, info = load_model(random_model_dir)
+    engine = OnnxEngine(export_onnx_bytes(model, info), threads=1)
+    volume = np.random.default_rng(1).normal(0, 300, (6, 32, 32)).astype(np.float32)
+    labels_torch, _ = Segmenter(model, info).segment_canonical(volume)
+    labels_onnx, _ = Segmenter(model, info, engine=engine).segment_canonical(volume)
+    # Equal except where a probability sits within rounding of the threshold.
+    assert (labels_torch == labels_onnx).mean() > 0.999
+
+
+def test_cli_export_then_segment_with_onnx(random_model_dir: Path, tmp_path: Path) -> None:
+    from vetseg.io.image import ImageMeta, read_label, write_image
+
+    runner = CliRunner()
+    onnx_file = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(random_model_dir), "--onnx", str(onnx_file)])
+    assert result.exit_code == 0, result.output
+    assert onnx_file.is_file() and "within" in result.stdout
+    volume = np.random.default_rng(2).normal(0, 300, (4, 32, 32)).astype(np.int16)
+    meta = ImageMeta((1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    scan = write_image(volume, meta, tmp_path / "scan.nii.gz")
+    outs = {}
+    for engine in ("torch", "onnx"):
+        out = tmp_path / f"seg_{engine}.nii.gz"
+        args = ["segment", str(random_model_dir), str(scan), "--out", str(out)]
+        args += ["--engine", engine, "--no-postprocess"]
+        if engine == "onnx":
+            args += ["--onnx-file", str(onnx_file), "--threads", "1"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outs[engine] = read_label(out)[0]
+    assert (outs["torch"] == outs["onnx"]).mean() > 0.999
+
+
+def test_slices_stream_without_full_volume_probabilities(random_model_dir: Path) -> None:
+    """Memory grows by the two uint8 outputs per voxel, nothing more: no float array of the
+    whole volume (every organ's probabilities would be 16 bytes per voxel here)."""
+    model, info = load_model(random_model_dir)
+    segmenter = Segmenter(model, info, batch_size=2, engine=TorchEngine(model))
+    segmenter.segment_canonical(np.zeros((2, 48, 48), dtype=np.int16))  # warm-up
+
+    def peak_bytes(slices: int) -> int:
+        volume = np.zeros((slices, 48, 48), dtype=np.int16)
+        tracemalloc.start()
+        segmenter.segment_canonical(volume)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak
+
+    extra_voxels = (40 - 8) * 48 * 48
+    growth = peak_bytes(40) - peak_bytes(8)
+    assert growth >= 2 * extra_voxels  # the outputs themselves are traced
+    assert growth < 3.5 * extra_voxels  # any float32 volume would add 4 bytes per voxel
