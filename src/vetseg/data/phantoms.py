@@ -306,7 +306,10 @@ class _Builder:
         return sl, r
 
     def tube(
-        self, centre_xy: tuple[float, float], radius_xy: tuple[float, float], z_range: tuple
+        self,
+        centre_xy: tuple[float, float],
+        radius_xy: tuple[float, float],
+        z_range: tuple[float, float],
     ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """A vertical elliptic cylinder: box slices and the mask inside it."""
         z_mid, z_half = (z_range[0] + z_range[1]) / 2, (z_range[1] - z_range[0]) / 2
@@ -346,7 +349,9 @@ class _Body:
     cavity_b_post: np.ndarray  # float [z]
 
 
-def _interp(z: np.ndarray, knots: list[tuple[float, float]], jitter: float, rng) -> np.ndarray:
+def _interp(
+    z: np.ndarray, knots: list[tuple[float, float]], jitter: float, rng: np.random.Generator
+) -> np.ndarray:
     """Piecewise-linear profile along z through (z, value) knots, each value jittered."""
     zs = np.array([k[0] for k in knots])
     vs = np.array([k[1] for k in knots]) * (1.0 + jitter * rng.standard_normal(len(knots)))
@@ -642,7 +647,13 @@ def _diaphragm(bld: _Builder, domes: list[tuple[float, float, float, float, floa
     return floor
 
 
-def _clip(bld: _Builder, sl, mask: np.ndarray, body: _Body, below: np.ndarray | None) -> np.ndarray:
+def _clip(
+    bld: _Builder,
+    sl: tuple[slice, slice, slice],
+    mask: np.ndarray,
+    body: _Body,
+    below: np.ndarray | None,
+) -> np.ndarray:
     """Keep ``mask`` inside the body cavity and, when ``below`` is given, under the diaphragm."""
     mask = mask & body.cavity[sl]
     if below is not None:
@@ -650,7 +661,7 @@ def _clip(bld: _Builder, sl, mask: np.ndarray, body: _Body, below: np.ndarray | 
     return mask
 
 
-def _liver_vessels(bld: _Builder, sl, cell_mm: float) -> None:
+def _liver_vessels(bld: _Builder, sl: tuple[slice, slice, slice], cell_mm: float) -> None:
     """Portal and hepatic vein branches inside the liver label within ``sl``."""
     liver = bld.labels[sl] == _ID["liver"]
     g1 = smooth_noise(bld.rng, liver.shape, cell_mm / bld.spacing[0])
@@ -660,6 +671,7 @@ def _liver_vessels(bld: _Builder, sl, cell_mm: float) -> None:
 
 
 def _paint_human(bld: _Builder) -> None:
+    """A human torso from the iliac crests to the mid thorax (numbers in mm, adult size)."""
     rng = bld.rng
     z = bld.z1
     size = 1.0 + 0.05 * rng.standard_normal()
@@ -764,6 +776,7 @@ def _paint_ilium(
 
 
 def _paint_rabbit(bld: _Builder) -> None:
+    """A rabbit torso from the pelvis to the thoracic inlet (numbers in mm, a ~2 kg rabbit)."""
     rng = bld.rng
     z = bld.z1
     size = 1.0 + 0.05 * rng.standard_normal()
@@ -873,6 +886,7 @@ _BEND = {"human": (5.0, 140.0), "rabbit": (1.5, 45.0)}  # amplitude, wavelength 
 
 
 def _check_species(species: str) -> None:
+    """Raise InputError for a species vetseg draws no phantom of."""
     if species not in SPECIES:
         raise InputError(
             f"unknown phantom species {species!r}: choose one of {', '.join(SPECIES)}."

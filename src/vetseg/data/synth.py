@@ -287,6 +287,13 @@ def _prepare(path: Path, mapping: str) -> _Atlas:
         body = outer
     crop[body & (crop == 0)] = _BODY_FILL
     tissue[_BODY_FILL] = "body_fill"
+    if has_skin:
+        # Digimouse's "skin" fills everything it does not name (muscle, gut, fat): keep a skin
+        # of about half a millimetre and fill the rest like an unlabelled body.
+        skin_ids = [i for i, t in tissue.items() if t == "skin"]
+        depth = max(1, int(round(0.5 / min(spacing))))
+        deep = ndimage.binary_erosion(body, iterations=depth)
+        crop[deep & np.isin(crop, skin_ids)] = _BODY_FILL
 
     kidney_ids = [i for i in present if organ_of.get(i) == "kidneys"]
     if kidney_ids and "kidney_left" in targets:
