@@ -260,23 +260,87 @@ def _print_model_summary(info: Any, out: Path) -> None:
 @user_errors
 def segment(
     model: Path = typer.Argument(..., help="A vetseg model folder."),
-    scan: Path = typer.Argument(..., help="CT scan: NIfTI, NRRD, MHA or a DICOM series folder."),
-    out: Path = typer.Option(..., "--out", help="Label map to write (.nii.gz, .nrrd, .seg.nrrd)."),
+    scan: Path = typer.Argument(
+        ..., help="CT scan (NIfTI, NRRD, MHA, DICOM series folder) or a folder of scans."
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Label map (.nii.gz, .nii, .nrrd, .seg.nrrd, .mha); a folder for a folder of scans.",
+    ),
     preview_png: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview."),
     batch_size: int = typer.Option(8, help="Slices per forward pass."),
+    engine: str = typer.Option("torch", "--engine", help="torch (PyTorch) or onnx (ONNX Runtime)."),
+    onnx_file: Path | None = typer.Option(
+        None, "--onnx-file", help="Exported model for --engine onnx (default: MODEL/model.onnx)."
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Organ report: writes PREFIX.csv and PREFIX.json."
+    ),
+    report_dir: Path | None = typer.Option(
+        None, "--report-dir", help="Folder for <scan>.csv and <scan>.json organ reports."
+    ),
+    uncertainty: Path | None = typer.Option(
+        None, "--uncertainty", help="Per-voxel uncertainty map (uint8, percent)."
+    ),
+    dicom_seg: Path | None = typer.Option(
+        None, "--dicom-seg", help="DICOM Segmentation (.dcm) for a DICOM series input."
+    ),
+    preview_dir: Path | None = typer.Option(
+        None, "--preview-dir", help="Folder of scans: write <scan>.png previews here."
+    ),
+    label_format: str | None = typer.Option(
+        None, "--format", help="Folder of scans: label map format (nii.gz, nrrd, ...)."
+    ),
+    threshold: float = typer.Option(0.5, help="Organ probability threshold."),
+    postprocess: bool = typer.Option(
+        True, "--postprocess/--no-postprocess", help="Clean masks (largest parts, holes)."
+    ),
+    rules: Path | None = typer.Option(None, "--rules", help="JSON file of post-processing rules."),
+    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
 ) -> None:
-    """S201: segment a scan into an organ label map on the scan's own grid."""
-    from vetseg.inference.segmenter import Segmenter
+    """S201: segment a scan into an organ label map on the scan's own grid.
 
-    segmenter = Segmenter.load(model, batch_size=batch_size)
-    prediction = segmenter.predict_file(scan, out)
-    present = [o for i, o in enumerate(segmenter.organs) if (prediction.labels == i + 1).any()]
-    print(f"wrote {out}: {len(present)} organ(s) found: {', '.join(present) or 'none'}")
-    if preview_png is not None:
-        from vetseg.viz.preview import save_preview_file
+    With a folder of scans (files and DICOM series subfolders) every scan is segmented into
+    the --out folder; a scan that fails is reported and the others go on. Exit code 0: all
+    done; 1: some scans of a folder failed; 2: bad input, nothing written.
+    """
+    from vetseg.inference.command import SegmentRequest, run_segment
 
-        save_preview_file(scan, preview_png, labels=out)
-        print(f"wrote {preview_png}")
+    request = SegmentRequest(
+        model=model,
+        scan=scan,
+        out=out,
+        preview=preview_png,
+        report=report,
+        report_dir=report_dir,
+        uncertainty=uncertainty,
+        dicom_seg=dicom_seg,
+        preview_dir=preview_dir,
+        label_format=label_format,
+        engine=engine,
+        onnx_file=onnx_file,
+        batch_size=batch_size,
+        threshold=threshold,
+        postprocess=postprocess,
+        postprocess_file=rules,
+        threads=threads,
+    )
+    code = run_segment(request)
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+@user_errors
+def export(
+    model: Path = typer.Argument(..., help="A vetseg model folder."),
+    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (e.g. MODEL/model.onnx)."),
+) -> None:
+    """Export a model to ONNX for --engine onnx, checked against PyTorch (within 1e-3)."""
+    from vetseg.inference.command import run_export
+
+    run_export(model, onnx)
 
 
 @app.command()

@@ -1,0 +1,328 @@
+"""``vetseg segment`` and ``vetseg export``: options checked, progress shown, results tabled.
+
+The command bodies in :mod:`vetseg.cli` only gather their options into a
+:class:`SegmentRequest` and call :func:`run_segment`; everything here is plain library code
+that a server could call too (with its own console). Progress bars go to stderr, results to
+stdout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vetseg.errors import InputError
+from vetseg.inference.report import OrganStats
+
+if TYPE_CHECKING:
+    from vetseg.inference.batch import ScanEntry
+    from vetseg.inference.postprocess import PostprocessConfig
+    from vetseg.inference.segmenter import Segmenter
+
+#: Exit code of a batch in which at least one scan failed (bad input as a whole is 2).
+EXIT_SOME_FAILED = 1
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything ``vetseg segment`` was asked to do.
+
+    Attributes:
+        model: the model folder.
+        scan: a scan (file or DICOM series folder) or a folder of scans.
+        out: label map file, or a folder for a folder of scans.
+        preview: PNG preview (one scan).
+        report: report prefix, ``PREFIX.csv`` + ``PREFIX.json`` (one scan).
+        report_dir: folder for ``<scan>.csv`` + ``<scan>.json`` reports (one scan or many).
+        uncertainty: uncertainty map (one scan).
+        dicom_seg: DICOM Segmentation file (one DICOM series).
+        preview_dir: folder for ``<scan>.png`` previews (a folder of scans).
+        label_format: label map ending for a folder of scans (``nii.gz``, ``nrrd``, ...).
+        engine: ``torch`` or ``onnx``.
+        onnx_file: exported model for the ``onnx`` engine.
+        batch_size: slices per forward pass.
+        threshold: organ probability threshold.
+        postprocess: apply the post-processing rules.
+        postprocess_file: JSON file with post-processing rules.
+        threads: ONNX Runtime threads (None: its default).
+    """
+
+    model: Path
+    scan: Path
+    out: Path
+    preview: Path | None = None
+    report: Path | None = None
+    report_dir: Path | None = None
+    uncertainty: Path | None = None
+    dicom_seg: Path | None = None
+    preview_dir: Path | None = None
+    label_format: str | None = None
+    engine: str = "torch"
+    onnx_file: Path | None = None
+    batch_size: int = 8
+    threshold: float = 0.5
+    postprocess: bool = True
+    postprocess_file: Path | None = None
+    threads: int | None = None
+
+
+def _check_request(request: SegmentRequest, batch: bool) -> None:
+    """Refuse option combinations that make no sense, before any model is loaded."""
+    from vetseg.inference.engines import ENGINES
+    from vetseg.inference.pipeline import MAP_SUFFIXES
+
+    if request.engine not in ENGINES:
+        raise InputError(f"Unknown engine {request.engine!r}; vetseg runs {', '.join(ENGINES)}.")
+    if request.onnx_file is not None and request.engine != "onnx":
+        raise InputError("--onnx-file is for --engine onnx.")
+    if request.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {request.batch_size}.")
+    if not 0 < request.threshold < 1:
+        raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")
+    if batch:
+        single = {
+            "--preview": request.preview,
+            "--report": request.report,
+            "--uncertainty": request.uncertainty,
+            "--dicom-seg": request.dicom_seg,
+        }
+        given = [name for name, value in single.items() if value is not None]
+        if given:
+            raise InputError(
+                f"{request.scan} is a folder of scans, and {given[0]} names one file; use "
+                "--report-dir and --preview-dir for a folder."
+            )
+        if request.out.exists() and not request.out.is_dir():
+            raise InputError(f"Cannot write into {request.out}: it is a file, not a folder.")
+        if any(request.out.name.lower().endswith(s) for s in MAP_SUFFIXES):
+            raise InputError(
+                f"{request.scan} is a folder of scans, so --out must be a folder, not "
+                f"{request.out.name}."
+            )
+        if request.label_format is not None:
+            suffix = "." + request.label_format.lstrip(".")
+            if suffix not in MAP_SUFFIXES:
+                raise InputError(
+                    f"Unknown label map format {request.label_format!r}; use one of "
+                    f"{', '.join(s.lstrip('.') for s in MAP_SUFFIXES)}."
+                )
+    else:
+        if request.label_format is not None:
+            raise InputError(
+                "--format is for a folder of scans; for one scan the ending of --out decides."
+            )
+        if request.preview_dir is not None:
+            raise InputError("--preview-dir is for a folder of scans; use --preview FILE.png.")
+        if request.report is not None and request.report_dir is not None:
+            raise InputError("Give --report or --report-dir, not both.")
+
+
+def _postprocess_config(request: SegmentRequest) -> PostprocessConfig | None:
+    from vetseg.config import load_json
+    from vetseg.inference.postprocess import PostprocessConfig
+
+    if not request.postprocess:
+        if request.postprocess_file is not None:
+            raise InputError("Give --rules FILE or --no-postprocess, not both.")
+        return None
+    if request.postprocess_file is not None:
+        return PostprocessConfig.from_json(load_json(request.postprocess_file))
+    return PostprocessConfig()
+
+
+def _progress(console: Console) -> Progress:
+    # Shown on a terminal only: in a log file or a pipe a redrawn bar is noise.
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def run_segment(
+    request: SegmentRequest, console: Console | None = None, errors: Console | None = None
+) -> int:
+    """Run ``vetseg segment``: one scan, or every scan of a folder.
+
+    Args:
+        request: the options.
+        console: where results go (default: stdout).
+        errors: where progress and failed scans go (default: stderr).
+
+    Returns:
+        The exit code: 0, or :data:`EXIT_SOME_FAILED` when a scan of a folder failed.
+
+    Raises:
+        VetsegError: bad input (unknown engine, option for the wrong mode, unreadable model or
+            scan); nothing has been written then.
+    """
+    from vetseg.inference.batch import is_scan_folder, scan_name
+    from vetseg.inference.pipeline import SegmentOutputs, segment_scan
+    from vetseg.inference.segmenter import Segmenter
+
+    console = console or Console()
+    errors = errors or Console(stderr=True)
+    if not request.scan.exists():
+        raise InputError(f"Cannot read {request.scan}: no such file or folder.")
+    batch = is_scan_folder(request.scan)
+    _check_request(request, batch)
+    postprocess = _postprocess_config(request)
+    segmenter = Segmenter.load(
+        request.model,
+        engine=request.engine,
+        onnx_path=request.onnx_file,
+        threads=request.threads,
+        batch_size=request.batch_size,
+        threshold=request.threshold,
+        postprocess=postprocess,
+    )
+    if batch:
+        return _run_batch(request, segmenter, console, errors)
+    report = request.report
+    if report is None and request.report_dir is not None:
+        report = request.report_dir / scan_name(request.scan)
+    outputs = SegmentOutputs(
+        labels=request.out,
+        report=report,
+        preview=request.preview,
+        uncertainty=request.uncertainty,
+        dicom_seg=request.dicom_seg,
+    )
+    with _progress(errors) as bar:
+        task = bar.add_task(f"segmenting {request.scan.name}", total=None)
+        result = segment_scan(
+            segmenter,
+            request.scan,
+            outputs,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    found = ", ".join(result.organs_found) or "none"
+    console.print(
+        f"wrote {request.out}: {len(result.organs_found)} organ(s) found: {found}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        organ_table(result.organ_stats, f"{result.slices} slices, {result.seconds:.1f} s")
+    )
+    for path in result.written[1:]:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        errors.print(f"note: {note}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _run_batch(
+    request: SegmentRequest, segmenter: Segmenter, console: Console, errors: Console
+) -> int:
+    from vetseg.inference.batch import segment_folder
+
+    suffix = "." + (request.label_format or "nii.gz").lstrip(".")
+    with _progress(errors) as bar:
+        scans = bar.add_task("scans", total=None)
+        slices = bar.add_task("slices", total=None)
+
+        def on_scan(index: int, count: int, entry: ScanEntry) -> None:
+            bar.update(scans, completed=index, total=count, description=f"scan {entry.name}")
+            bar.reset(slices, total=None)
+
+        items = segment_folder(
+            segmenter,
+            request.scan,
+            request.out,
+            suffix=suffix,
+            report_dir=request.report_dir,
+            preview_dir=request.preview_dir,
+            on_scan=on_scan,
+            progress=lambda done, total: bar.update(slices, completed=done, total=total),
+        )
+        bar.update(scans, completed=len(items))
+    table = Table(title=f"{len(items)} scan(s) from {request.scan}")
+    for column in ("scan", "status", "slices", "seconds", "organs found / error"):
+        table.add_column(column, justify="right" if column in ("slices", "seconds") else "left")
+    for item in items:
+        if item.ok and item.result is not None:
+            organs = ", ".join(item.result.organs_found) or "none"
+            table.add_row(
+                item.entry.name, "ok", str(item.result.slices), f"{item.seconds:.1f}", organs
+            )
+        else:
+            table.add_row(
+                item.entry.name, "[red]FAILED[/red]", "", f"{item.seconds:.1f}", item.error
+            )
+    console.print(table)
+    failed = [item for item in items if not item.ok]
+    console.print(
+        f"{len(items) - len(failed)} of {len(items)} scan(s) segmented into {request.out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for item in failed:
+        errors.print(f"failed: {item.entry.path}: {item.error}", highlight=False, soft_wrap=True)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def organ_table(stats: list[OrganStats], caption: str | None = None) -> Table:
+    """The report rows as a rich table (empty organs shown as such)."""
+    table = Table(caption=caption)
+    table.add_column("organ")
+    for column in ("volume (ml)", "mean HU", "sd HU", "confidence"):
+        table.add_column(column, justify="right")
+
+    def fmt(value: float, digits: int) -> str:
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+    for row in stats:
+        table.add_row(
+            row.organ,
+            fmt(row.volume_ml, 2) if row.voxels else "not found",
+            fmt(row.mean_hu, 1),
+            fmt(row.sd_hu, 1),
+            fmt(row.confidence, 3),
+        )
+    return table
+
+
+def run_export(model: Path, onnx: Path, console: Console | None = None) -> float:
+    """Export a model to ONNX and check ONNX Runtime against PyTorch on random slices.
+
+    Returns:
+        The largest probability difference found (also printed).
+
+    Raises:
+        InputError: the target does not end in ``.onnx``, or the check fails (> 1e-3); the
+            file is written only after the check passed.
+    """
+    from vetseg.fileutil import atomic_write_bytes
+    from vetseg.inference.engines import OnnxEngine, export_onnx_bytes, probability_difference
+    from vetseg.models.files import load_model
+
+    console = console or Console()
+    if Path(onnx).suffix.lower() != ".onnx":
+        raise InputError(f"Cannot write {onnx}: the file name must end in .onnx.")
+    network, info = load_model(Path(model))
+    payload = export_onnx_bytes(network, info)
+    difference = probability_difference(network, OnnxEngine(payload), info.preprocess.size)
+    if difference > 1e-3:
+        raise InputError(
+            f"ONNX Runtime's probabilities differ from PyTorch's by {difference:.2g} (> 1e-3) "
+            f"for {model}, so {onnx} was not written."
+        )
+    atomic_write_bytes(Path(onnx), payload)
+    console.print(
+        f"wrote {onnx}: ONNX Runtime probabilities within {difference:.1e} of PyTorch's "
+        f"({info.preprocess.size} x {info.preprocess.size} input, batch axis dynamic)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return difference

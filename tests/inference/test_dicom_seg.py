@@ -1,0 +1,148 @@
+"""DICOM-SEG for the real DICOM series in ../shared/data: valid, readable, on the right slices.
+
+The real series is anonymised with its SOP Instance, Series and Study UIDs blanked, so no
+segmentation can reference it: vetseg refuses it (tested). The other tests use a copy written to
+``tmp_path`` with the UIDs restored by pydicom (SOP Instance UIDs from the file meta header,
+which anonymisation left, new Study and Series UIDs); pixel data and geometry are untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import CTImageStorage, generate_uid
+from typer.testing import CliRunner
+
+from tests.inference.conftest import ORGANS
+from vetseg.cli import app
+from vetseg.inference.dicom_seg import organ_code
+from vetseg.inference.pipeline import SegmentOutputs, segment_scan
+from vetseg.inference.segmenter import Segmenter
+from vetseg.io.image import read_image, read_label
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def real_series(shared_data: Path) -> Path:
+    folder = shared_data / "human" / "totalseg_example" / "dicom_series"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def series_with_uids(real_series: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dicom") / "series"
+    out.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for path in sorted(real_series.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.save_as(out / path.name)
+    return out
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Error lines of Debian's dicom3tools validator (warnings are allowed)."""
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error")]
+
+
+def test_dicom_seg_of_the_real_series(
+    intensity_segmenter: Segmenter, series_with_uids: Path, tmp_path: Path
+) -> None:
+    outputs = SegmentOutputs(labels=tmp_path / "seg.nii.gz", dicom_seg=tmp_path / "seg.dcm")
+    result = segment_scan(intensity_segmenter, series_with_uids, outputs)
+    assert result.organs_found == ["liver", "spleen"]
+    image, meta = read_image(series_with_uids)
+    labels, _ = read_label(tmp_path / "seg.nii.gz", reference=meta, reference_shape=image.shape)
+
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert seg.StudyInstanceUID == meta.study_uid
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == meta.series_uid
+    assert {i.ReferencedSOPInstanceUID for i in referenced.ReferencedInstanceSequence} == set(
+        meta.sop_uids
+    )
+    names = [s.SegmentLabel for s in seg.SegmentSequence]
+    codes = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
+    assert names == ["liver", "spleen"] and codes == ["10200004", "78961009"]
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == (
+        "SCT"
+    )
+
+    # Every frame lies on the source slice it names and holds that slice's labels.
+    import highdicom as hd
+
+    reread = hd.seg.segread(tmp_path / "seg.dcm")
+    pixels = reread.get_pixels_by_source_instance(
+        source_sop_instance_uids=list(meta.sop_uids), segment_numbers=[1, 2]
+    )  # [slices, rows, columns, segments]
+    assert np.array_equal(pixels[..., 0] == 1, labels == 1)
+    assert np.array_equal(pixels[..., 1] == 1, labels == 2)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy absent")
+def test_dciodvfy_reports_no_error(
+    random_model_dir: Path, series_with_uids: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "seg.dcm"
+    result = CliRunner().invoke(
+        app,
+        ["segment", str(random_model_dir), str(series_with_uids), "--out", str(tmp_path / "s.nrrd")]
+        + ["--dicom-seg", str(out), "--threshold", "0.3"],
+    )
+    assert result.exit_code == 0, result.output
+    if not out.exists():
+        pytest.skip("the random model found no organ in this scan (nothing to validate)")
+    assert dciodvfy_errors(out) == []
+
+
+def test_the_anonymised_series_is_refused_for_dicom_seg(
+    model_dir: Path, real_series: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["segment", str(model_dir), str(real_series), "--out", str(tmp_path / "s.nii.gz")]
+        + ["--dicom-seg", str(tmp_path / "s.dcm")],
+    )
+    assert result.exit_code == 2
+    assert "SOPInstanceUID" in result.stderr and "could not reference" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_real_series_end_to_end(
+    model_dir: Path, series_with_uids: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("vetseg.viz.preview")
+    args = ["segment", str(model_dir), str(series_with_uids), "--out", str(tmp_path / "seg.nii.gz")]
+    args += ["--dicom-seg", str(tmp_path / "seg.dcm"), "--report", str(tmp_path / "organs")]
+    args += ["--preview", str(tmp_path / "preview.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("seg.nii.gz", "seg.dcm", "organs.csv", "organs.json", "preview.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    image, meta = read_image(series_with_uids)
+    labels, _ = read_label(tmp_path / "seg.nii.gz", reference=meta, reference_shape=image.shape)
+    assert labels.shape == (20, 512, 512)
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+def test_organ_codes() -> None:
+    assert organ_code("kidney_left").code == ("18639004", "Left kidney")
+    mandible = organ_code("mandible_right")
+    assert mandible.code[0] == "91609006" and mandible.laterality == ("24028007", "Right")
+    assert not organ_code("caecum_appendix").specific
+    assert all(organ_code(o).specific for o in ORGANS)
