@@ -303,7 +303,12 @@ def preview_title(scan: Path, labels: Path | None = None) -> str:
     return scan.name
 
 
-def save_preview_file(scan: Path, out: Path, labels: Path | None = None) -> Path:
+def save_preview_file(
+    scan: Path,
+    out: Path,
+    labels: Path | None = None,
+    organ_names: Mapping[int, str] | None = None,
+) -> Path:
     """Read a scan (and its label map), render :func:`render_preview`, write a PNG atomically.
 
     The title names the scan and says SYNTHETIC when the scan's MSD dataset (``dataset.json``
@@ -313,6 +318,8 @@ def save_preview_file(scan: Path, out: Path, labels: Path | None = None) -> Path
         scan: a CT file or DICOM folder.
         out: the PNG to write.
         labels: a label map on the scan's voxel grid, or None.
+        organ_names: label id -> name for the legend (e.g. a model's organs); default: found
+            by :func:`label_names`.
 
     Returns:
         ``out``.
@@ -332,7 +339,7 @@ def save_preview_file(scan: Path, out: Path, labels: Path | None = None) -> Path
         label_array, label_meta = read_label(
             labels, reference=meta, reference_shape=ct.shape, reference_name=scan
         )
-        names = label_names(labels, scan, label_meta)
+        names = dict(organ_names) if organ_names else label_names(labels, scan, label_meta)
     image = render_preview(ct, meta, label_array, names, title=preview_title(scan, labels))
     with atomic_path(out, suffix=".png") as tmp:
         image.save(tmp, format="PNG", optimize=True)
