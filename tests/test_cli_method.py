@@ -1,0 +1,202 @@
+"""End to end through the CLI: phantoms -> train-human -> transfer -> segment -> evaluate.
+
+Tiny sizes (64 px, a few steps): these runs check files, lineage and exit codes, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vetseg.cli import app
+from vetseg.io.image import read_image, read_label
+
+runner = CliRunner()
+FAST = ["--size", "64", "--batch-size", "4", "--steps-per-epoch", "2", "--extend", "0"]
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _fails_cleanly(args: list[str], *needles: str) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("method")
+    _ok(["phantoms", str(root / "human"), "--species", "human", "--cases", "3", "--seed", "1"])
+    _ok(["phantoms", str(root / "rabbit"), "--species", "rabbit", "--cases", "3", "--seed", "2"])
+    _ok(["train-human", str(root / "human"), "--out", str(root / "hm"), "--epochs", "1", *FAST])
+    config = root / "transfer.json"
+    config.write_text(json.dumps({"epochs": 2, "freeze_epochs": 1, "lr": 1e-3}))
+    _ok(
+        [
+            "transfer",
+            str(root / "hm"),
+            str(root / "rabbit"),
+            "--out",
+            str(root / "rm"),
+            "--config",
+            str(config),
+            *FAST,
+        ]
+    )
+    return {
+        "root": root,
+        "human": root / "hm",
+        "rabbit_model": root / "rm",
+        "rabbit": root / "rabbit",
+    }
+
+
+@pytest.mark.slow
+def test_models_record_lineage_settings_and_split(trained: dict[str, Path]) -> None:
+    human = json.loads((trained["human"] / "model.json").read_text())
+    rabbit = json.loads((trained["rabbit_model"] / "model.json").read_text())
+    assert human["stage"] == "human" and human["parent"] is None
+    assert rabbit["stage"] == "transfer" and rabbit["parent"] == human["model_id"]
+    assert rabbit["architecture"]["class"] == "AnimalOrganNet"
+    assert rabbit["training"]["config"]["epochs"] == 2  # from --config
+    assert rabbit["training"]["config"]["freeze_epochs"] == 1
+    assert rabbit["training"]["config"]["tversky_beta"] == 0.7  # transfer default kept
+    assert rabbit["synthetic_data"] is True
+    split = rabbit["training"]["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == [
+        "rabbit_000",
+        "rabbit_001",
+        "rabbit_002",
+    ]
+    log = (trained["rabbit_model"] / "train" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["phase"] for line in log] == ["frozen", "unfrozen"]
+
+
+@pytest.mark.slow
+def test_segment_writes_a_label_map_on_the_scan_grid(trained: dict[str, Path]) -> None:
+    scan = trained["rabbit"] / "imagesTr" / "rabbit_000_0000.nii.gz"
+    out = trained["root"] / "seg.nii.gz"
+    _ok(["segment", str(trained["rabbit_model"]), str(scan), "--out", str(out)])
+    image, meta = read_image(scan)
+    labels, label_meta = read_label(out, reference=meta, reference_shape=image.shape)
+    assert labels.shape == image.shape and label_meta == meta
+    assert labels.max() <= 7
+
+
+@pytest.mark.slow
+def test_evaluate_prints_and_writes_the_dice_table(trained: dict[str, Path]) -> None:
+    out = trained["root"] / "eval.json"
+    text = _ok(
+        ["evaluate", str(trained["rabbit_model"]), str(trained["rabbit"]), "--json", str(out)]
+    )
+    assert "kidney_left" in text and "mean" in text
+    result = json.loads(out.read_text())
+    assert set(result["per_organ"]) == {
+        "liver",
+        "spleen",
+        "kidney_left",
+        "kidney_right",
+        "lungs",
+        "heart",
+        "bone",
+    }
+    assert len(result["per_case"]) == 3 and result["synthetic"] is True
+    assert 0.0 <= result["mean_dice"] <= 1.0
+
+
+@pytest.mark.slow
+def test_bad_input_to_method_commands(trained: dict[str, Path], tmp_path: Path) -> None:
+    pickle_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(1)}, pickle_file)
+    _fails_cleanly(
+        ["transfer", str(pickle_file), str(trained["rabbit"]), "--out", str(tmp_path / "x")],
+        "model.pt",
+        "pickled",
+    )
+    assert not (tmp_path / "x").exists()
+    _fails_cleanly(
+        [
+            "segment",
+            str(trained["rabbit_model"]),
+            str(tmp_path / "nope.nii.gz"),
+            "--out",
+            str(tmp_path / "s.nii.gz"),
+        ],
+        "nope.nii.gz",
+    )
+    assert not (tmp_path / "s.nii.gz").exists()
+    (tmp_path / "empty").mkdir()
+    _fails_cleanly(["train-human", str(tmp_path / "empty"), "--out", str(tmp_path / "h")], "empty")
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text(json.dumps({"epochs": 2, "learning_rate": 1}))
+    _fails_cleanly(
+        [
+            "transfer",
+            str(trained["human"]),
+            str(trained["rabbit"]),
+            "--out",
+            str(tmp_path / "y"),
+            "--config",
+            str(bad_config),
+        ],
+        "learning_rate",
+    )
+    _fails_cleanly(
+        [
+            "transfer",
+            str(trained["human"]),
+            str(trained["rabbit"]),
+            "--out",
+            str(tmp_path / "y"),
+            "--freeze-epochs",
+            "200",
+        ],
+        "freeze epochs",
+    )
+
+
+@pytest.mark.slow
+def test_help_is_instant_and_does_not_import_torch() -> None:
+    code = "import sys; from vetseg.cli import app; app(['--help'])"
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv=['vetseg','--help']\n"
+        "try:\n"
+        f"    exec({code!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_NOT_LOADED')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert "TORCH_NOT_LOADED" in result.stdout, result.stdout + result.stderr
+    assert "transfer" in result.stdout
+
+
+def test_config_values_are_validated() -> None:
+    from vetseg.config import StageConfig
+    from vetseg.errors import InputError
+
+    with pytest.raises(InputError):
+        StageConfig(epochs=0)
+    with pytest.raises(InputError):
+        StageConfig(epochs=5, freeze_epochs=6)
+    assert StageConfig.transfer().freeze_epochs == 50
+    assert (StageConfig.refine().epochs, StageConfig.refine().freeze_epochs) == (30, 20)
+    assert np.isclose(StageConfig.human().tversky_alpha, 0.5)
