@@ -269,8 +269,12 @@ def segment(
         help="Label map (.nii.gz, .nii, .nrrd, .seg.nrrd, .mha); a folder for a folder of scans.",
     ),
     preview_png: Path | None = typer.Option(None, "--preview", help="Also write a PNG preview."),
-    batch_size: int = typer.Option(8, help="Slices per forward pass."),
-    engine: str = typer.Option("torch", "--engine", help="torch (PyTorch) or onnx (ONNX Runtime)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Slices per forward pass (default: 4 at 512 x 512)."
+    ),
+    engine: str = typer.Option(
+        "auto", "--engine", help="onnx (ONNX Runtime), torch, or auto: onnx if MODEL/model.onnx."
+    ),
     onnx_file: Path | None = typer.Option(
         None, "--onnx-file", help="Exported model for --engine onnx (default: MODEL/model.onnx)."
     ),

@@ -119,3 +119,21 @@ def test_slices_stream_without_full_volume_probabilities(random_model_dir: Path)
     growth = peak_bytes(40) - peak_bytes(8)
     assert growth >= 2 * extra_voxels  # the outputs themselves are traced
     assert growth < 3.5 * extra_voxels  # any float32 volume would add 4 bytes per voxel
+
+
+def test_auto_engine_takes_a_current_model_onnx_only(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    model, info = load_model(folder)
+    assert make_engine("auto", model, info, model_dir=folder).name == "torch"
+    export_onnx(model, info, folder / "model.onnx")
+    assert make_engine("auto", model, info, model_dir=folder, threads=1).name == "onnx"
+    stale = tiny_info(model)
+    stale.weights_sha256 = "c" * 64  # the model was retrained after the export
+    assert make_engine("auto", model, stale, model_dir=folder).name == "torch"
+    with pytest.raises(ModelFileError):  # asked for by name, a stale file is an error
+        make_engine("onnx", model, stale, model_dir=folder)

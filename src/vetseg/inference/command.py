@@ -44,9 +44,10 @@ class SegmentRequest:
         dicom_seg: DICOM Segmentation file (one DICOM series).
         preview_dir: folder for ``<scan>.png`` previews (a folder of scans).
         label_format: label map ending for a folder of scans (``nii.gz``, ``nrrd``, ...).
-        engine: ``torch`` or ``onnx``.
+        engine: ``auto`` (ONNX Runtime when the model folder holds a current ``model.onnx``),
+            ``torch`` or ``onnx``.
         onnx_file: exported model for the ``onnx`` engine.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass (None: by the model's input size, 4 at 512).
         threshold: organ probability threshold.
         postprocess: apply the post-processing rules.
         postprocess_file: JSON file with post-processing rules.
@@ -63,9 +64,9 @@ class SegmentRequest:
     dicom_seg: Path | None = None
     preview_dir: Path | None = None
     label_format: str | None = None
-    engine: str = "torch"
+    engine: str = "auto"
     onnx_file: Path | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
     threshold: float = 0.5
     postprocess: bool = True
     postprocess_file: Path | None = None
@@ -79,9 +80,9 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
 
     if request.engine not in ENGINES:
         raise InputError(f"Unknown engine {request.engine!r}; vetseg runs {', '.join(ENGINES)}.")
-    if request.onnx_file is not None and request.engine != "onnx":
+    if request.onnx_file is not None and request.engine == "torch":
         raise InputError("--onnx-file is for --engine onnx.")
-    if request.batch_size < 1:
+    if request.batch_size is not None and request.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}.")
     if not 0 < request.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")

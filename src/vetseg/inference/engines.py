@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
     from vetseg.models.files import ModelInfo
 
-#: Engine names the CLI accepts.
-ENGINES: tuple[str, ...] = ("torch", "onnx")
+#: Engine names the CLI accepts; ``auto`` is ONNX Runtime when the model folder holds a
+#: current ``model.onnx``, else PyTorch.
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 #: Name of an exported model inside a model folder, used by ``--engine onnx`` when present.
 ONNX_NAME = "model.onnx"
 #: ONNX operator set of the export (ONNX Runtime 1.16+ runs it).
@@ -220,11 +221,23 @@ def make_engine(
 
     For ``"onnx"`` the file is ``onnx_path``, else ``model.onnx`` in the model folder when it
     was exported from these weights, else the model is exported in memory now (a few seconds;
-    ``vetseg export`` saves that time on later runs).
+    ``vetseg export`` saves that time on later runs). ``"auto"`` takes the model folder's
+    ``model.onnx`` when it matches the weights, and PyTorch otherwise.
 
     Raises:
         ModelFileError: unknown engine, or an ONNX file that does not match the model.
     """
+    if name == "auto":
+        candidate = model_dir / ONNX_NAME if model_dir is not None else None
+        if onnx_path is not None or (candidate is not None and candidate.is_file()):
+            try:
+                return make_engine(
+                    "onnx", model, info, onnx_path=onnx_path, model_dir=model_dir, threads=threads
+                )
+            except ModelFileError:
+                if onnx_path is not None:
+                    raise
+        return TorchEngine(model)
     if name == "torch":
         return TorchEngine(model)
     if name != "onnx":

@@ -55,6 +55,8 @@ class ScanResult:
         organ_stats: the report rows.
         slices: slices segmented.
         seconds: wall time, reading to the last file.
+        step_seconds: wall time per step: ``read``, the segmenter's steps (``model``,
+            ``postprocess``, ...), ``write`` (label map), ``outputs`` (every other file).
         notes: things the user should know (e.g. no DICOM-SEG because no organ was found).
     """
 
@@ -64,6 +66,7 @@ class ScanResult:
     organ_stats: list[OrganStats] = field(default_factory=list)
     slices: int = 0
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,14 +137,18 @@ def segment_scan(
     check_outputs(scan, outputs)
     volume, meta = read_image(scan)
     source = load_dicom_source(meta) if outputs.dicom_seg is not None else None
+    read_seconds = time.perf_counter() - started
     prediction = segmenter.predict(
         volume, meta, keep_probability=outputs.uncertainty is not None, progress=progress
     )
     result = ScanResult(scan=scan, organ_stats=prediction.organ_stats, slices=volume.shape[0])
     result.organs_found = [s.organ for s in prediction.organ_stats if s.voxels > 0]
+    result.step_seconds = {"read": read_seconds, **prediction.seconds}
 
+    written_at = time.perf_counter()
     write_image(prediction.labels, meta, outputs.labels, segment_names=segmenter.segment_names)
     result.written.append(outputs.labels)
+    result.step_seconds["write"] = time.perf_counter() - written_at
     if outputs.uncertainty is not None:
         write_image(prediction.uncertainty(), meta, outputs.uncertainty)
         result.written.append(outputs.uncertainty)
@@ -170,7 +177,9 @@ def segment_scan(
     if outputs.preview is not None:
         save_preview(segmenter, scan, volume, meta, prediction.labels, outputs.preview)
         result.written.append(outputs.preview)
-    result.seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    result.step_seconds["outputs"] = finished - written_at - result.step_seconds["write"]
+    result.seconds = finished - started
     return result
 
 

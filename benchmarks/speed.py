@@ -1,0 +1,479 @@
+"""How fast does ``vetseg segment`` run on a CPU, and how close is that to the machine's limit?
+
+Measured in one run, on one machine, with the same thread count throughout:
+
+- ``matmul``: float32 matrix-multiply GFLOP/s of this machine (PyTorch, the FLOP roofline)
+  and its memory bandwidth (GB/s of a large copy, the memory roofline);
+- ``model``: GFLOP per 512 x 512 slice of vetseg's animal model (default architecture,
+  EfficientNet-b1 body, 7 organs), counted by ``torch.utils.flop_counter.FlopCounterMode``
+  (convolutions and matrix products; element-wise work is not counted);
+- ``throughput``: slices per second at 512 x 512 for PyTorch eager (NCHW and channels-last)
+  and ONNX Runtime, and the fraction of the FLOP roofline each reaches;
+- ``refine``: the full-resolution scSE-MobileNetV3 module on its own: its GFLOP, the bytes
+  its activations move (each layer reading its input and writing its output once), its
+  arithmetic intensity and the time the memory roofline allows;
+- ``end_to_end``: seconds for a synthetic 512 x 512 x 100 scan through ``vetseg segment``
+  (a fresh process: start-up, model load, read, segment, post-process, report, write);
+- ``memory``: peak RSS of ``vetseg segment`` on a synthetic 512 x 512 x 400 scan.
+
+The weights are random (speed does not depend on them; post-processing time does a little,
+through the shape of what the model labels). The scans are synthetic ellipses of CT values, not
+patients. On a shared machine the figures move with the other jobs: the load average before and
+after is recorded.
+
+Writes ``benchmarks/results/speed.json`` with the figures, the machine and the command.
+
+Usage::
+
+    python benchmarks/speed.py                                   # ~10 min on 2 cores
+    python benchmarks/speed.py --quick --out /tmp/speed_quick.json  # ~1-2 min, to validate
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vetseg.config import PreprocessConfig
+from vetseg.fileutil import atomic_write_json
+from vetseg.labels import CORE_ORGANS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("throughput", "refine", "end_to_end", "memory")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    parser.add_argument("--quick", action="store_true", help="small run to check the script")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--size", type=int, default=512, help="slice size in pixels")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per pass (CLI: 4 at 512)")
+    parser.add_argument("--slices", type=int, default=100, help="slices of the end-to-end scan")
+    parser.add_argument("--rss-slices", type=int, default=400, help="slices of the memory scan")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="minimum time of each throughput run"
+    )
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to measure (the rooflines and GFLOP counts always)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.slices = min(args.slices, 8)
+        args.rss_slices = min(args.rss_slices, 16)
+        args.seconds = min(args.seconds, 2.0)
+        args.batch_size = min(args.batch_size, 2)
+    return args
+
+
+# --------------------------------------------------------------------------- machine
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import onnxruntime
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls (after one untimed warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    """float32 GFLOP/s of an ``n x n`` matrix product (2 n^3 FLOP), the best of ``repeats``."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    seconds = best_seconds(lambda: torch.mm(a, b), repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def copy_bandwidth_gbs(megabytes: int, repeats: int) -> float:
+    """GB/s of copying a large float32 array (bytes read + bytes written)."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    seconds = best_seconds(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * 4 / seconds / 1e9
+
+
+# --------------------------------------------------------------------------- model
+def animal_model(n_organs: int = len(CORE_ORGANS)) -> nn.Module:
+    """vetseg's animal model at its default architecture, random weights, eval mode."""
+    from vetseg.models.animal import AnimalOrganNet
+    from vetseg.models.human import HumanOrganNet
+
+    torch.manual_seed(0)
+    return AnimalOrganNet.from_human(HumanOrganNet(n_organs=n_organs), n_organs=n_organs).eval()
+
+
+def gflop(module: nn.Module, x: torch.Tensor) -> float:
+    """GFLOP of one forward pass (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops() / 1e9
+
+
+def activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes the leaf layers of ``module`` read and write (inputs + outputs, once each).
+
+    A lower bound of the memory traffic for a layer-by-layer executor whose tensors do not
+    fit in cache (64 MB per 64-channel 512 x 512 float32 map: they do not).
+    """
+    total = 0
+
+    def hook(layer: nn.Module, inputs: tuple, output: Any) -> None:
+        nonlocal total
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        tensors += [output] if isinstance(output, torch.Tensor) else []
+        total += sum(t.numel() * t.element_size() for t in tensors)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def slices_per_second(run: Callable[[np.ndarray], Any], batch: np.ndarray, seconds: float) -> float:
+    """Slices per second of ``run(batch)``, repeated for at least ``seconds`` after a warm-up."""
+    run(batch)
+    done, start = 0, time.perf_counter()
+    while True:
+        run(batch)
+        done += batch.shape[0]
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def torch_runner(module: nn.Module, channels_last: bool) -> Callable[[np.ndarray], Any]:
+    from vetseg.inference.engines import TorchEngine
+
+    if not channels_last:
+        return TorchEngine(module)
+
+    def run(batch: np.ndarray) -> Any:
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return module(x)
+
+    module.to(memory_format=torch.channels_last)
+    return run
+
+
+def onnx_runner(module: nn.Module, shape: tuple[int, ...], threads: int) -> Callable:
+    """An ONNX Runtime session of ``module`` for inputs of ``shape`` (batch axis dynamic)."""
+    import io
+    import warnings
+
+    from vetseg.inference.engines import OPSET, OnnxEngine
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.zeros(1, *shape[1:]),),
+            buffer,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return OnnxEngine(buffer.getvalue(), threads=threads)
+
+
+# --------------------------------------------------------------------------- scans
+def synthetic_scan(slices: int, size: int, seed: int = 0) -> np.ndarray:
+    """int16 CT values: air, a body ellipse of soft tissue with two organs, bone, noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    body = (xx / 0.42) ** 2 + (yy / 0.32) ** 2 < 1
+    organ = ((xx - 0.1) / 0.15) ** 2 + ((yy + 0.05) / 0.12) ** 2 < 1
+    bone = (xx / 0.05) ** 2 + ((yy - 0.22) / 0.05) ** 2 < 1
+    plane = np.full((size, size), -1000.0, dtype=np.float32)
+    plane[body] = 40
+    plane[organ] = 100
+    plane[bone] = 700
+    volume = np.empty((slices, size, size), dtype=np.int16)
+    for k in range(slices):
+        noise = rng.normal(0, 15, (size, size)).astype(np.float32)
+        volume[k] = np.clip(plane + noise, -1024, 3071)
+    return volume
+
+
+def write_scan(volume: np.ndarray, path: Path) -> Path:
+    from vetseg.io.image import ImageMeta, write_image
+
+    return write_image(volume, ImageMeta((0.8, 0.8, 2.5), (0.0, 0.0, 0.0)), path)
+
+
+#: Runs ``vetseg`` in this interpreter and writes the process's peak RSS (VmHWM, per exec,
+#: unlike ``ru_maxrss``, which a child inherits from the process it was forked from).
+_CHILD = """
+import os
+import sys
+from pathlib import Path
+from vetseg.cli import main
+sys.argv = ["vetseg", *sys.argv[2:]]
+try:
+    main()
+finally:
+    status = Path("/proc/self/status").read_text()
+    hwm = [line for line in status.splitlines() if line.startswith("VmHWM")]
+    Path(os.environ["VETSEG_HWM_FILE"]).write_text(hwm[0].split()[1] if hwm else "")
+"""
+
+
+def run_cli_measured(args: list[str], env: dict[str, str], work: Path) -> dict[str, Any]:
+    """Run ``vetseg`` in a fresh process: wall seconds and its own peak RSS (VmHWM, MB)."""
+    hwm_file = work / "hwm.txt"
+    hwm_file.unlink(missing_ok=True)
+    command = [sys.executable, "-c", _CHILD, "vetseg", *args]
+    start = time.perf_counter()
+    process = subprocess.run(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**env, "VETSEG_HWM_FILE": str(hwm_file)},
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"vetseg {shlex.join(args)} failed:\n{process.stderr.decode()[-2000:]}")
+    kilobytes = hwm_file.read_text().strip() if hwm_file.exists() else ""
+    return {
+        "command": shlex.join(["vetseg", *args]),
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(int(kilobytes) / 1024, 1) if kilobytes else None,
+    }
+
+
+# --------------------------------------------------------------------------- parts
+def measure_model(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """GFLOP per slice and per part, slices/s of each engine, the refine module alone."""
+    size, batch_size = args.size, args.batch_size
+    model = animal_model()
+    x1 = torch.zeros(1, 1, size, size)
+    model_gflop = gflop(model, x1)
+    with torch.no_grad():
+        f_stem = model.stem(x1)
+        f3 = torch.cat([model.upsample(model.body(f_stem)), f_stem], dim=1)
+        f4 = model.fuse(f3)
+        inputs = {"stem": x1, "body": f_stem, "fuse": f3, "refine": f4, "head": model.refine(f4)}
+    parts = {name: round(gflop(getattr(model, name), t), 3) for name, t in inputs.items()}
+    result["model"] = {
+        "class": "AnimalOrganNet",
+        "architecture": model.architecture(),
+        "input": [1, 1, size, size],
+        "gflop_per_slice": round(model_gflop, 3),
+        "gflop_per_part": parts,
+        "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+    }
+    print(f"model {model_gflop:.2f} GFLOP/slice: {parts}", flush=True)
+    roofline = result["matmul_gflops"]
+
+    if "throughput" in args.parts:
+        batch = np.random.default_rng(0).standard_normal((batch_size, 1, size, size))
+        batch = batch.astype(np.float32)
+        throughput: dict[str, Any] = {"batch_size": batch_size, "size": size}
+        runners = {
+            "pytorch_eager": lambda: torch_runner(animal_model(), channels_last=False),
+            "pytorch_channels_last": lambda: torch_runner(animal_model(), channels_last=True),
+            "onnxruntime": lambda: onnx_runner(animal_model(), batch.shape, args.threads),
+        }
+        for name, make in runners.items():
+            rate = slices_per_second(make(), batch, args.seconds)
+            throughput[name] = {
+                "slices_per_s": round(rate, 3),
+                "gflops": round(rate * model_gflop, 1),
+                "roofline_fraction": round(rate * model_gflop / roofline, 3),
+            }
+            print(f"{name}: {rate:.2f} slices/s, {rate * model_gflop / roofline:.0%}", flush=True)
+        result["throughput"] = throughput
+
+    if "refine" in args.parts:
+        refine = animal_model().refine
+        f4_batch = np.random.default_rng(1).standard_normal((batch_size, *f4.shape[1:]))
+        f4_batch = f4_batch.astype(np.float32)
+        refine_gflop = gflop(refine, f4)
+        refine_bytes = activation_bytes(refine, f4)
+        refine_result: dict[str, Any] = {
+            "input": list(f4.shape),
+            "gflop_per_slice": round(refine_gflop, 3),
+            "activation_mb_per_slice_layer_by_layer": round(refine_bytes / 1e6, 1),
+            "flop_per_byte": round(refine_gflop * 1e9 / refine_bytes, 2),
+            "machine_flop_per_byte": round(roofline / result["copy_bandwidth_gbs"], 2),
+            "memory_roofline_slices_per_s": round(
+                result["copy_bandwidth_gbs"] * 1e9 / refine_bytes, 2
+            ),
+            "flop_roofline_slices_per_s": round(roofline / refine_gflop, 2),
+        }
+        for name, run in {
+            "pytorch_eager": torch_runner(refine, channels_last=False),
+            "onnxruntime": onnx_runner(animal_model().refine, f4_batch.shape, args.threads),
+        }.items():
+            rate = slices_per_second(run, f4_batch, args.seconds / 2)
+            refine_result[name] = {
+                "slices_per_s": round(rate, 2),
+                "gflops": round(rate * refine_gflop, 1),
+                "roofline_fraction": round(rate * refine_gflop / roofline, 3),
+                "gb_per_s_if_layer_by_layer": round(rate * refine_bytes / 1e9, 1),
+            }
+            whole = result.get("throughput", {}).get(name)
+            if whole:  # seconds of the module per second of the whole model
+                refine_result[name]["share_of_model_time"] = round(whole["slices_per_s"] / rate, 3)
+        result["refine_module"] = refine_result
+        print(f"refine: {refine_result}", flush=True)
+
+
+def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """``vetseg segment`` end to end (100 slices) and its peak RSS (400 slices)."""
+    from vetseg.inference.engines import export_onnx
+    from vetseg.models.files import ModelInfo, new_model_id, save_model
+
+    size, batch_size = args.size, args.batch_size
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vetseg-speed-"))
+    model = animal_model()
+    model_dir = work / "model"
+    info = ModelInfo(
+        model_id=new_model_id("speed"),
+        architecture=model.architecture(),
+        organs=CORE_ORGANS,
+        preprocess=PreprocessConfig(size=size),
+        stage="benchmark",
+        training={"note": "random weights, for speed measurements only"},
+    )
+    save_model(model, model_dir, info)
+    started = time.perf_counter()
+    export_onnx(model, info, model_dir / "model.onnx")
+    result["onnx_export_seconds"] = round(time.perf_counter() - started, 2)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    def cli(scan: Path, engine: str, name: str) -> list[str]:
+        return [
+            "segment", str(model_dir), str(scan), "--out", str(work / f"{name}.nii.gz"),
+            "--report", str(work / name), "--engine", engine,
+            "--batch-size", str(batch_size), "--threads", str(args.threads),
+        ]  # fmt: skip
+
+    if "end_to_end" in args.parts:
+        scan = write_scan(synthetic_scan(args.slices, size), work / f"scan_{args.slices}.nii.gz")
+        end_to_end: dict[str, Any] = {
+            "slices": args.slices,
+            "size": size,
+            "input": "NIfTI (.nii.gz, int16), label map .nii.gz, report CSV + JSON",
+        }
+        for engine in ("onnx", "torch"):
+            end_to_end[engine] = run_cli_measured(cli(scan, engine, f"seg_{engine}"), env, work)
+            end_to_end[engine]["steps_in_process"] = in_process_steps(
+                model_dir, scan, work, engine, batch_size, args.threads
+            )
+            print(f"end to end ({engine}): {end_to_end[engine]}", flush=True)
+        result["end_to_end"] = end_to_end
+
+    if "memory" in args.parts:
+        big = write_scan(synthetic_scan(args.rss_slices, size, seed=1), work / "big.nii")
+        memory: dict[str, Any] = {"slices": args.rss_slices, "size": size, "goal_mb": 3000}
+        for engine in ("onnx", "torch"):
+            memory[engine] = run_cli_measured(cli(big, engine, f"big_{engine}"), env, work)
+            print(f"memory ({engine}): {memory[engine]}", flush=True)
+        result["memory"] = memory
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "benchmarks/speed.py", *(argv or sys.argv[1:])]),
+        "quick": args.quick,
+        "threads": args.threads,
+        "machine": machine(),
+        "weights": "random initialisation (speed does not depend on the weights)",
+        "scans": "synthetic CT-like ellipses, not patients",
+    }
+    print(f"threads {args.threads}, size {args.size}, batch {args.batch_size}", flush=True)
+    # The machine's rooflines, measured in this run with the same threads.
+    n = 1024 if args.quick else 2048
+    result["matmul_gflops"] = round(matmul_gflops(n, 3 if args.quick else 10), 1)
+    result["copy_bandwidth_gbs"] = round(copy_bandwidth_gbs(256, 3 if args.quick else 10), 1)
+    print(f"matmul {result['matmul_gflops']} GFLOP/s, copy {result['copy_bandwidth_gbs']} GB/s")
+    measure_model(args, result)
+    measure_command(args, result)
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return result
+
+
+def in_process_steps(
+    model_dir: Path, scan: Path, work: Path, engine: str, batch_size: int, threads: int
+) -> dict[str, float]:
+    """Seconds per step of one scan in this process (model already loaded)."""
+    from vetseg.inference.pipeline import SegmentOutputs, segment_scan
+    from vetseg.inference.postprocess import PostprocessConfig
+    from vetseg.inference.segmenter import Segmenter
+
+    started = time.perf_counter()
+    segmenter = Segmenter.load(
+        model_dir,
+        engine=engine,
+        threads=threads,
+        batch_size=batch_size,
+        postprocess=PostprocessConfig(),
+    )
+    load_seconds = time.perf_counter() - started
+    outputs = SegmentOutputs(labels=work / "steps.nii.gz", report=work / "steps")
+    result = segment_scan(segmenter, scan, outputs)
+    steps = {"load_model": load_seconds, **result.step_seconds, "total_scan": result.seconds}
+    return {k: round(v, 2) for k, v in steps.items()}
+
+
+if __name__ == "__main__":
+    main()
