@@ -5,21 +5,27 @@ one transfer model is trained once (cached in ``--work``), then for every seed:
 
 (a) ``start``: no further training;
 (b) ``supervised``: the same number of optimiser updates of plain supervised fine-tuning
-    (vetseg's Trainer: BCE + Tversky, augmentation, BatchNorm in train mode, batch ``--batch``);
-(c) ``rl``: PPO-style RL fine-tuning (``vetseg.training.rl``), ``--steps`` online updates, each
-    followed by ``replay_updates`` offline updates from the replay pool, batch ``--batch``.
+    (vetseg's Trainer as a refine round runs it: BCE + Tversky, augmentation, BatchNorm in
+    train mode, nothing frozen), Adam at the refine default lr 1e-4;
+(c) ``rl``: PPO-style RL fine-tuning as DESIGN section 5 defines it (greedy baseline),
+    ``--steps`` online updates each followed by ``replay_updates`` offline updates from the
+    replay pool, Adam at the RL default lr 1e-5;
+(c') ``rl_mean_baseline``: the same with the leave-one-out mean baseline (``--no-mean-variant``
+    skips it).
 
-Both fine-tunings use Adam with the same learning rate by default (Adam's step size does not
-depend on the loss's scale) and keep their final weights (no selection), so the comparison is
-update for update. Dice is volume-level per held-out case at model resolution (axial slices at
-``--size``), averaged over organs present, then over cases. Phantoms prove nothing about real
-animals; the figures say whether the method helps on this toy problem, nothing more.
+All keep their final weights (no selection): the comparison is update for update with the same
+batch of images. ``--sweep-lrs`` instead runs each method at several learning rates and
+reports validation Dice only (the held-out rabbits unused), to check the defaults. Dice is
+volume-level per held-out case at model resolution (axial slices at ``--size``), averaged over
+the organs present, then over cases. Phantoms prove nothing about real animals.
 
 Writes ``benchmarks/results/rl_compare.json`` (figures, settings, timings and the command).
 
 Usage::
 
     python benchmarks/rl_compare.py                    # ~10 min on 2 CPU cores
+    python benchmarks/rl_compare.py --sweep-lrs 1e-5 3e-5 1e-4 \
+        --out benchmarks/results/rl_lr_sweep.json
     python benchmarks/rl_compare.py --seeds 0 --steps 10 --out /tmp/rl_smoke.json
 """
 
@@ -57,8 +63,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40, help="online RL updates")
     parser.add_argument("--replay-updates", type=int, default=1)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam lr of both fine-tunings")
-    parser.add_argument("--rl-lr", type=float, default=None, help="RL lr (default --lr)")
+    parser.add_argument("--sft-lr", type=float, default=StageConfig.refine().lr)
+    parser.add_argument("--rl-lr", type=float, default=RLConfig().lr)
+    parser.add_argument(
+        "--no-mean-variant",
+        dest="mean_variant",
+        action="store_false",
+        help="skip the RL variant with the leave-one-out mean baseline",
+    )
+    parser.add_argument(
+        "--sweep-lrs",
+        type=float,
+        nargs="*",
+        default=None,
+        help="instead: validation Dice of each method at these learning rates (first seed)",
+    )
     parser.add_argument("--kappa", type=float, default=0.5)
     parser.add_argument("--clip", type=float, default=0.2)
     parser.add_argument("--sync-every", type=int, default=10)
@@ -140,14 +159,51 @@ def prepare(args: argparse.Namespace, timings: dict[str, float]) -> tuple[Path, 
     return start, labelled, held_out
 
 
+def _run_supervised(
+    start_model: torch.nn.Module,
+    prepared: Any,
+    organs: tuple[str, ...],
+    val_cases: list[Any],
+    config: StageConfig,
+) -> torch.nn.Module:
+    """(b): the Trainer for ``steps_per_epoch`` updates (one epoch, nothing frozen)."""
+    from vetseg.data.slices import SliceDataset
+    from vetseg.training.trainer import Trainer
+
+    train_set = SliceDataset(
+        prepared.train,
+        organs,
+        config.preprocess,
+        augment=config.augment,
+        empty_slice_rate=config.empty_slice_rate,
+        seed=config.seed,
+    )
+    model = copy.deepcopy(start_model)
+    torch.manual_seed(config.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        Trainer(model, train_set, val_cases, organs, config, Path(tmp), progress=False).fit()
+    return model
+
+
+def _run_rl(
+    start_model: torch.nn.Module, rl_set: Any, config: RLConfig
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """(c): PPO-style RL fine-tuning; returns the tuned model and its per-step log."""
+    from vetseg.training.rl import PPOFineTuner
+
+    model = copy.deepcopy(start_model)
+    torch.manual_seed(config.seed)
+    tuner = PPOFineTuner(model, rl_set, config, rl_set.slice_weights())
+    return model, tuner.run()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from vetseg.data.datasets import load_case, open_dataset
     from vetseg.data.slices import SliceDataset
-    from vetseg.training.rl import PPOFineTuner
     from vetseg.training.stages import prepare_data
-    from vetseg.training.trainer import Trainer, make_validation_cases
+    from vetseg.training.trainer import make_validation_cases, nanmean
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -160,11 +216,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test_cases = make_validation_cases([load_case(test_set, c) for c in test_set.cases], preprocess)
     n = len(organs)
     updates = args.steps * (1 + args.replay_updates)
-    rl_lr = args.rl_lr or args.lr
     sft_template = StageConfig.refine(
         epochs=1,
         freeze_epochs=0,
-        lr=args.lr,
+        lr=args.sft_lr,
         batch_size=args.batch,
         steps_per_epoch=updates,
         extend=0,
@@ -177,90 +232,93 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip=args.clip,
         replay_updates=args.replay_updates,
         samples_per_image=args.samples,
-        lr=rl_lr,
+        lr=args.rl_lr,
         batch_size=args.batch,
     )
     rl_set = SliceDataset(prepared.train, organs, preprocess, empty_slice_rate=0.0)
+    command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+    if args.sweep_lrs:
+        return _sweep(
+            args,
+            start_model,
+            prepared,
+            organs,
+            val_cases,
+            rl_set,
+            sft_template,
+            rl_template,
+            command,
+            started,
+        )
 
     t0 = time.perf_counter()
     start_table = _case_table(start_model, test_cases, n)
     start_val = _case_table(start_model, val_cases, n)
     timings["evaluation_s"] = round(time.perf_counter() - t0, 1)
-    tables: dict[str, list[np.ndarray]] = {"start": [], "supervised": [], "rl": []}
-    val_tables: dict[str, list[np.ndarray]] = {"start": [], "supervised": [], "rl": []}
-    seconds: dict[str, list[float]] = {"supervised": [], "rl": []}
-    rl_logs: dict[int, list[dict[str, Any]]] = {}
+    methods = ["start", "supervised", "rl"] + (["rl_mean_baseline"] if args.mean_variant else [])
+    tables: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    val_tables: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods[1:]}
+    rl_logs: dict[str, list[list[dict[str, Any]]]] = {m: [] for m in methods[2:]}
     for seed in args.seeds:
         tables["start"].append(start_table)
         val_tables["start"].append(start_val)
-
-        sft_config = dataclasses.replace(sft_template, seed=seed)
-        sft_set = SliceDataset(
-            prepared.train,
-            organs,
-            preprocess,
-            augment=sft_config.augment,
-            empty_slice_rate=sft_config.empty_slice_rate,
-            seed=seed,
-        )
-        model = copy.deepcopy(start_model)
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            Trainer(model, sft_set, val_cases, organs, sft_config, Path(tmp), progress=False).fit()
-        seconds["supervised"].append(time.perf_counter() - t0)
-        tables["supervised"].append(_case_table(model, test_cases, n))
-        val_tables["supervised"].append(_case_table(model, val_cases, n))
-
-        model = copy.deepcopy(start_model)
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        tuner = PPOFineTuner(
-            model, rl_set, dataclasses.replace(rl_template, seed=seed), rl_set.slice_weights()
-        )
-        rl_logs[seed] = tuner.run()
-        seconds["rl"].append(time.perf_counter() - t0)
-        tables["rl"].append(_case_table(model, test_cases, n))
-        val_tables["rl"].append(_case_table(model, val_cases, n))
+        for method in methods[1:]:
+            t0 = time.perf_counter()
+            if method == "supervised":
+                model = _run_supervised(
+                    start_model,
+                    prepared,
+                    organs,
+                    val_cases,
+                    dataclasses.replace(sft_template, seed=seed),
+                )
+            else:
+                baseline = "mean" if method == "rl_mean_baseline" else "greedy"
+                config = dataclasses.replace(rl_template, seed=seed, baseline=baseline)
+                model, log = _run_rl(start_model, rl_set, config)
+                rl_logs[method].append(log)
+            seconds[method].append(time.perf_counter() - t0)
+            tables[method].append(_case_table(model, test_cases, n))
+            val_tables[method].append(_case_table(model, val_cases, n))
         print(
-            f"seed {seed}: held-out mean Dice start {np.nanmean(start_table):.4f}  "
-            f"supervised {np.nanmean(tables['supervised'][-1]):.4f} "
-            f"({seconds['supervised'][-1]:.0f} s)  rl {np.nanmean(tables['rl'][-1]):.4f} "
-            f"({seconds['rl'][-1]:.0f} s)",
+            f"seed {seed}: held-out mean Dice "
+            + "  ".join(f"{m} {nanmean(tables[m][-1]):.4f}" for m in methods),
             flush=True,
         )
 
-    results = {name: _summary(t, organs) for name, t in tables.items()}
-    validation = {name: _summary(t, organs)["mean_dice"] for name, t in val_tables.items()}
-    for name in ("supervised", "rl"):
-        results[name]["seconds_per_run"] = float(np.mean(seconds[name]))
-        gain = results[name]["mean_dice"] - results["start"]["mean_dice"]
-        results[name]["gain_over_start"] = gain
+    results = {m: _summary(t, organs) for m, t in tables.items()}
+    for m in methods[1:]:
+        results[m]["seconds_per_run"] = round(float(np.mean(seconds[m])), 1)
+        results[m]["gain_over_start"] = results[m]["mean_dice"] - results["start"]["mean_dice"]
+        results[m]["validation_mean_dice"] = _summary(val_tables[m], organs)["mean_dice"]
+    results["start"]["validation_mean_dice"] = nanmean(start_val)
     rl_seeds, sft_seeds = results["rl"]["per_seed"], results["supervised"]["per_seed"]
-    diffs = [r - s for r, s in zip(rl_seeds, sft_seeds, strict=True)]
-    winner = max(("start", "supervised", "rl"), key=lambda k: results[k]["mean_dice"])
+    winner = max(methods, key=lambda m: results[m]["mean_dice"])
 
-    def curve(key: str) -> list[float]:
+    def curve(logs: list[list[dict[str, Any]]], key: str) -> list[float]:
         # Mean over seeds of the per-step log, in blocks of sync_every steps.
-        values = np.array([[r[key] for r in log] for log in rl_logs.values()], dtype=float)
+        values = np.array([[r[key] for r in log] for log in logs], dtype=float)
         block = min(args.sync_every, values.shape[1])
         usable = values[:, : values.shape[1] // block * block]
-        blocks = np.nanmean(usable.reshape(len(rl_logs), -1, block), axis=(0, 2))
+        blocks = np.nanmean(usable.reshape(len(logs), -1, block), axis=(0, 2))
         return [round(float(v), 4) for v in blocks]
 
     timings["total_s"] = round(time.perf_counter() - started, 1)
     report = {
         "what": (
             "Held-out rabbit-phantom Dice after (a) no further training, (b) supervised "
-            "fine-tuning, (c) PPO-style RL fine-tuning, from one transfer model (synthetic "
-            "phantoms, not real animals)"
+            "fine-tuning, (c) PPO-style RL fine-tuning as DESIGN section 5 defines it (greedy "
+            "baseline), and (c') the same RL with a leave-one-out mean baseline, all from one "
+            "transfer model (synthetic phantoms, not real animals)"
         ),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "command": command,
         "start_model": {
             "path": str(start_dir),
             "model_id": info.model_id,
             "parent": info.parent,
-            "val_mean_dice": info.metrics.get("val_mean_dice"),
+            "val_mean_dice_at_selection": info.metrics.get("val_mean_dice"),
             "human_model": str(args.human) if args.human else "trained by this script (cached)",
         },
         "data": {
@@ -269,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "held_out_rabbits": len(test_cases),
             "size": preprocess.size,
             "organs": list(organs),
+            "dice": "volume-level per held-out case at model resolution, mean over organs "
+            "present, then over cases",
         },
         "budget": {
             "optimizer_updates_each": updates,
@@ -276,37 +336,105 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rl_replay_updates_per_step": args.replay_updates,
             "batch_images": args.batch,
             "rl_samples_per_image": args.samples,
-            "lr_supervised": args.lr,
-            "lr_rl": rl_lr,
+            "lr_supervised": args.sft_lr,
+            "lr_rl": args.rl_lr,
         },
         "seeds": args.seeds,
         "results": results,
-        "validation_mean_dice": validation,
-        "rl_minus_supervised_per_seed": diffs,
+        "rl_minus_supervised_per_seed": [r - s for r, s in zip(rl_seeds, sft_seeds, strict=True)],
         "winner": winner,
         "rl_curves_per_sync_block": {
-            key: curve(key) for key in ("reward", "penalty", "d_old", "d_new", "clip_fraction")
+            m: {k: curve(logs, k) for k in ("reward", "penalty", "d_old", "d_new", "advantage")}
+            for m, logs in rl_logs.items()
         },
         "rl_config": to_dict(rl_template),
         "supervised_config": to_dict(sft_template),
         "timings": timings,
-        "machine": {
-            "torch_threads": args.threads,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine(),
-        },
-        "human_model_id": info.parent,
+        "machine": _machine(args),
     }
     atomic_write_json(args.out, _clean(report))
     print(
         f"held-out mean Dice (mean ± sd over {len(args.seeds)} seeds): "
         + ", ".join(
-            f"{k} {results[k]['mean_dice']:.4f} ± {results[k]['std_dice']:.4f}"
-            for k in ("start", "supervised", "rl")
+            f"{m} {results[m]['mean_dice']:.4f} ± {results[m]['std_dice']:.4f}" for m in methods
         )
         + f"; winner: {winner}; total {timings['total_s']:.0f} s; wrote {args.out}"
     )
+    return report
+
+
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "torch_threads": args.threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def _sweep(
+    args: argparse.Namespace,
+    start_model: torch.nn.Module,
+    prepared: Any,
+    organs: tuple[str, ...],
+    val_cases: list[Any],
+    rl_set: Any,
+    sft_template: StageConfig,
+    rl_template: RLConfig,
+    command: str,
+    started: float,
+) -> dict[str, Any]:
+    """Learning rates of each fine-tuning by validation Dice only (the held-out set unused)."""
+    from vetseg.training.trainer import nanmean
+
+    seed = args.seeds[0]
+    rows = []
+    for lr in args.sweep_lrs:
+        t0 = time.perf_counter()
+        model = _run_supervised(
+            start_model,
+            prepared,
+            organs,
+            val_cases,
+            dataclasses.replace(sft_template, lr=lr, seed=seed),
+        )
+        rows.append(
+            {
+                "method": "supervised",
+                "lr": lr,
+                "seconds": time.perf_counter() - t0,
+                "val_mean_dice": nanmean(_case_table(model, val_cases, len(organs))),
+            }
+        )
+        for baseline in ("greedy", "mean"):
+            t0 = time.perf_counter()
+            config = dataclasses.replace(rl_template, lr=lr, seed=seed, baseline=baseline)
+            model, _ = _run_rl(start_model, rl_set, config)
+            rows.append(
+                {
+                    "method": f"rl ({baseline} baseline)",
+                    "lr": lr,
+                    "seconds": time.perf_counter() - t0,
+                    "val_mean_dice": nanmean(_case_table(model, val_cases, len(organs))),
+                }
+            )
+        for row in rows[-3:]:
+            print(
+                f"lr {lr:g} {row['method']}: validation Dice {row['val_mean_dice']:.4f}", flush=True
+            )
+    report = {
+        "what": "validation Dice (1 labelled rabbit) of each fine-tuning at each learning rate, "
+        "seed 0; selection only, the held-out rabbits are not used",
+        "command": command,
+        "start_val_mean_dice": nanmean(_case_table(start_model, val_cases, len(organs))),
+        "rows": rows,
+        "rl_config": to_dict(rl_template),
+        "supervised_config": to_dict(sft_template),
+        "total_s": round(time.perf_counter() - started, 1),
+        "machine": _machine(args),
+    }
+    atomic_write_json(args.out, _clean(report))
+    print(f"wrote {args.out}")
     return report
 
 

@@ -125,7 +125,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """PPO-style fine-tuning (DESIGN section 5)."""
+    """PPO-style fine-tuning (DESIGN section 5; formulation in ``vetseg.training.rl``).
+
+    ``baseline`` is what the advantage subtracts from the reward: ``"greedy"`` (DESIGN: the
+    reward of the greedy masks) or ``"mean"`` (the mean reward of the other samples of the same
+    image and organ, leave-one-out; needs ``samples_per_image >= 2``).
+    """
 
     steps: int = 200
     sync_every: int = 10
@@ -137,6 +142,7 @@ class RLConfig:
     lr: float = 1e-5
     batch_size: int = 4
     seed: int = 0
+    baseline: str = "greedy"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

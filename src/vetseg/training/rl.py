@@ -92,6 +92,8 @@ from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_bytes, atomic_write_json
 
 LOG_NAME = "metrics.jsonl"
+#: Baselines of the advantage: the greedy masks' reward (DESIGN) or the other samples' mean.
+BASELINES: tuple[str, ...] = ("greedy", "mean")
 
 
 def check_rl_config(config: RLConfig) -> None:
@@ -119,6 +121,10 @@ def check_rl_config(config: RLConfig) -> None:
         raise InputError("replay size and replay updates must not be negative.")
     if not config.lr > 0:
         raise InputError(f"learning rate {config.lr} must be positive.")
+    if config.baseline not in BASELINES:
+        raise InputError(f"baseline {config.baseline!r} is unknown; use one of {BASELINES}.")
+    if config.baseline == "mean" and config.samples_per_image < 2:
+        raise InputError("the mean baseline needs at least 2 samples per image.")
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -199,6 +205,17 @@ def greedy_baseline(
     d_new = mask_dice(logits_new.detach() > 0, reference)
     d_old = mask_dice(logits_old.detach() > 0, reference)
     return rl_reward(d_new, d_old, kappa)[0]
+
+
+def leave_one_out_mean(reward: torch.Tensor) -> torch.Tensor:
+    """For each of K samples, the mean reward of the other K - 1 (``[K, ...]`` -> ``[K, ...]``).
+
+    Independent of the sample it is subtracted from, so the advantage stays unbiased.
+    """
+    samples = reward.shape[0]
+    if samples < 2:
+        raise ValueError("a leave-one-out mean needs at least 2 samples")
+    return (reward.sum(dim=0, keepdim=True) - reward) / (samples - 1)
 
 
 @dataclass
@@ -351,7 +368,8 @@ class Rollout:
         d_new: ``[K, B, n]`` Dice of ``new_masks``.
         penalty: ``[K, B, n]``.
         reward: ``[K, B, n]``.
-        baseline: ``[B, n]`` reward of the greedy masks.
+        baseline: ``[K, B, n]`` the greedy masks' reward (the same for the K samples) or,
+            with ``baseline="mean"``, the leave-one-out mean of the other samples' rewards.
         advantage: ``[K, B, n]``.
         logp_new: ``[K, B, n]`` new copy's log-probability of the actions (with grad).
         logp_old: ``[K, B, n]`` old copy's log-probability of the actions.
@@ -452,7 +470,12 @@ class PPOFineTuner:
         d_new = mask_dice(new_masks, reference)
         d_old = mask_dice(old_masks, reference)
         reward, penalty = rl_reward(d_new, d_old, cfg.kappa)
-        baseline = greedy_baseline(logits_new, logits_old, reference, cfg.kappa)
+        if cfg.baseline == "mean":
+            baseline = leave_one_out_mean(reward)
+        else:
+            baseline = greedy_baseline(logits_new, logits_old, reference, cfg.kappa).expand_as(
+                reward
+            )
         with torch.no_grad():
             logp_old = mask_log_prob(logits_old, new_masks)
         return Rollout(
@@ -464,7 +487,7 @@ class PPOFineTuner:
             penalty=penalty,
             reward=reward,
             baseline=baseline,
-            advantage=reward - baseline.unsqueeze(0),
+            advantage=reward - baseline,
             logp_new=mask_log_prob(logits_new, new_masks),
             logp_old=logp_old,
         )
@@ -486,7 +509,17 @@ class PPOFineTuner:
         actions = torch.stack([e.new_mask_tensor() for e in entries]).to(device)
         logp_old = torch.from_numpy(np.stack([e.old_log_prob for e in entries])).to(device)
         reward = torch.from_numpy(np.stack([e.reward for e in entries])).to(device)
-        baseline = greedy_baseline(logits_new, logits_old, reference, self.config.kappa)
+        if self.config.baseline == "mean":
+            # The stored action's siblings are gone: the mean reward of fresh samples of the
+            # current copies (independent of the stored action) takes their place.
+            fresh_new = sample_masks(logits_new, self.config.samples_per_image, self.generator)
+            fresh_old = sample_masks(logits_old, self.config.samples_per_image, self.generator)
+            fresh = rl_reward(
+                mask_dice(fresh_new, reference), mask_dice(fresh_old, reference), self.config.kappa
+            )[0]
+            baseline = fresh.mean(dim=0)
+        else:
+            baseline = greedy_baseline(logits_new, logits_old, reference, self.config.kappa)
         return clipped_surrogate(
             mask_log_prob(logits_new, actions), logp_old, reward - baseline, self.config.clip
         )
@@ -782,6 +815,7 @@ __all__ = [
     "check_rl_config",
     "clipped_surrogate",
     "greedy_baseline",
+    "leave_one_out_mean",
     "mask_dice",
     "mask_log_prob",
     "rl_reward",
