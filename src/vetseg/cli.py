@@ -419,6 +419,9 @@ def rl_tune_cmd(
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (1e-5)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per update (4)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of split and sampling (0)."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Advantage baseline: greedy (DESIGN) or mean (other samples)."
+    ),
     eval_every: int = typer.Option(
         0, "--eval-every", help="Log validation Dice every N steps (0: start and end)."
     ),
@@ -441,6 +444,7 @@ def rl_tune_cmd(
         "lr": lr,
         "batch_size": batch_size,
         "seed": seed,
+        "baseline": baseline,
     }
     cfg = dataclasses.replace(RLConfig(), **{k: v for k, v in options.items() if v is not None})
     check_rl_config(cfg)
