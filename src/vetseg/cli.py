@@ -378,6 +378,9 @@ def demo(
     ),
     labelled: int | None = typer.Option(None, "--labelled", help="Labelled rabbits (k, 5)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of phantoms and training (0)."),
+    rounds: int = typer.Option(
+        0, "--rounds", min=0, help="Then N pre-label / correct / refine rounds (vet = truth)."
+    ),
 ) -> None:
     """Phantoms -> human model -> rabbit transfer -> Dice on held-out rabbits vs two baselines."""
     import dataclasses
@@ -392,6 +395,7 @@ def demo(
         changes["labelled"] = labelled
     if seed is not None:
         changes["seed"] = seed
+    changes["rounds"] = rounds
     run_demo(out, dataclasses.replace(config, **changes))
 
 
@@ -575,6 +579,9 @@ def prelabel_cmd(
         False, "--refresh", help="Also redo pre-labels an older model drafted."
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Slices per forward pass."),
+    no_postprocess: bool = typer.Option(
+        False, "--no-postprocess", help="Drafts as the model gave them (no cleaning rules)."
+    ),
 ) -> None:
     """S102: draft labels for unlabelled cases with the current model (review/<case>/)."""
     from vetseg.workflow.prelabel import prelabel
@@ -587,6 +594,7 @@ def prelabel_cmd(
             strategy,
             refresh=refresh,
             batch_size=batch_size,
+            postprocess=not no_postprocess,
             on_case=lambda c: print(f"  {c}", file=sys.stderr),
         )
     if result.run is None:

@@ -35,6 +35,8 @@ class DemoConfig:
         animal: settings of transfer and scratch training (same budget for both).
         seed: seed of phantoms and training.
         train_human: train the human model here instead of using the shipped one.
+        rounds: correction rounds after the evaluation (pre-label, correct, refine; see
+            :mod:`vetseg.workflow.demo_rounds`); 0 for none.
     """
 
     labelled: int = 5
@@ -64,6 +66,7 @@ class DemoConfig:
     )
     seed: int = 0
     train_human: bool = False
+    rounds: int = 0
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -184,6 +187,13 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
         f"transfer beats the better baseline by {gain:+.3f} mean Dice; "
         f"total {timings['total_s']:.0f} s. Results in {out / 'demo.json'}"
     )
+    if config.rounds:
+        from vetseg.workflow.demo_rounds import run_demo_rounds
+
+        report["rounds"] = run_demo_rounds(
+            out, config.rounds, models["transfer"], rabbit_train, rabbit_test,
+            seed=config.seed, progress=progress,
+        )  # fmt: skip
     return report
 
 

@@ -105,18 +105,6 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    """Run ``python -m vetseg.cli ARGS`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "vetseg.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=REPO,
-        timeout=300,
-    )
-
-
 def kill_when(
     args: list[str | Path], ready: Callable[[], bool], timeout: float = 120.0
 ) -> tuple[bool, str]:

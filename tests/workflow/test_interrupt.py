@@ -8,13 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from tests.workflow.conftest import make_workspace
-from tests.workflow.helpers import db_rows, kill_when, run_cli, temp_leftovers
+from tests.workflow.helpers import db_rows, kill_when, temp_leftovers
+from vetseg.cli import app
 from vetseg.io.image import read_label
 from vetseg.workflow.workspace import Workspace
 
 pytestmark = pytest.mark.slow
+
+
+def rerun(*args: str | Path) -> str:
+    """The re-run after the kill, in this process (the CLI, without a second start-up)."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def _check_consistent(root: Path) -> None:
@@ -47,9 +56,8 @@ def test_prelabel_killed_mid_write_then_rerun_finishes_the_same_run(tmp_path: Pa
     done_before = len(db_rows(setup.root, "SELECT 1 FROM prelabels"))
     assert status == "running" and 1 <= done_before < 10
 
-    result = run_cli("prelabel", setup.root, "--strategy", "random")
-    assert result.returncode == 0, result.stderr
-    assert "finished interrupted pre-label run 1" in result.stdout
+    result = rerun("prelabel", setup.root, "--strategy", "random")
+    assert "finished interrupted pre-label run 1" in result
     runs = db_rows(setup.root, "SELECT run, status, selected FROM prelabel_runs")
     assert runs == [(1, "done", selected)]  # no second run: the interrupted one was finished
     prelabelled = db_rows(setup.root, "SELECT case_id FROM prelabels ORDER BY queue_rank")
@@ -71,8 +79,7 @@ def test_correct_killed_then_rerun_records_one_version(tmp_path: Path, moment: s
     killed, output = kill_when(["correct", setup.root, "new0", truth], ready)
     if not killed:  # the write and the commit were too quick to catch in between
         pytest.skip(f"child finished before the kill ({moment})")
-    result = run_cli("correct", setup.root, "new0", truth)
-    assert result.returncode == 0, result.stderr
+    rerun("correct", setup.root, "new0", truth)
     versions = db_rows(setup.root, "SELECT version, path FROM corrections")
     assert [v for v, _ in versions] == [1]
     stored, _ = read_label(setup.root / versions[0][1])
@@ -96,9 +103,7 @@ def test_refine_killed_after_an_epoch_resumes_from_its_checkpoint(tmp_path: Path
     epochs_before = len((out / "train" / "metrics.jsonl").read_text().splitlines())
     assert 1 <= epochs_before < 3
 
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr
-    assert "finished interrupted round 1" in result.stdout
+    assert "finished interrupted round 1" in rerun(*args)
     lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # each epoch once
     (status,) = db_rows(setup.root, "SELECT status FROM rounds")[0]

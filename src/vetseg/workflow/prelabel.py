@@ -210,6 +210,7 @@ def prelabel(
     *,
     refresh: bool = False,
     batch_size: int = 8,
+    postprocess: bool = True,
     on_case: Callable[[str], None] | None = None,
 ) -> PrelabelResult:
     """Pre-label unlabelled cases with the current model (``vetseg prelabel``).
@@ -221,6 +222,9 @@ def prelabel(
         refresh: also pre-label again the pre-labelled cases whose draft came from an older
             model (their earlier drafts are kept under ``prelabels/``).
         batch_size: slices per forward pass.
+        postprocess: clean the drafts with the built-in per-organ rules (largest connected
+            parts, holes filled; :mod:`vetseg.inference.postprocess`): a 2D model's stray
+            specks are work for the vet. The uncertainty score sees the raw probabilities.
         on_case: called with each case id before it is processed (progress display).
 
     Returns:
@@ -229,8 +233,10 @@ def prelabel(
     Raises:
         InputError: unknown strategy, no current model, or ``cases`` below 1.
     """
+    from vetseg.inference.postprocess import PostprocessConfig
     from vetseg.inference.segmenter import Segmenter
 
+    rules = PostprocessConfig(enabled=postprocess)
     if strategy not in STRATEGIES:
         raise InputError(f"unknown pre-label strategy {strategy!r}; use uncertainty or random.")
     if cases is not None and cases < 1:
@@ -240,7 +246,9 @@ def prelabel(
         resumed = running is not None
         if running is None:
             current = workspace.require_current_model()
-            segmenter = Segmenter.load(workspace.path(current.path), batch_size=batch_size)
+            segmenter = Segmenter.load(
+                workspace.path(current.path), batch_size=batch_size, postprocess=rules
+            )
             candidates = _candidates(workspace, current.model_id, refresh)
             if not candidates:
                 return PrelabelResult(None, current.model_id, strategy, [], False, 0)
@@ -286,7 +294,9 @@ def prelabel(
         else:
             # Finish the interrupted run with the model it started with.
             model = workspace.model(running["model_id"])
-            segmenter = Segmenter.load(workspace.path(model.path), batch_size=batch_size)
+            segmenter = Segmenter.load(
+                workspace.path(model.path), batch_size=batch_size, postprocess=rules
+            )
             n_candidates = len(running["selected"])
         run, model_id = int(running["run"]), str(running["model_id"])
         done = {p.case_id: p for p in workspace.prelabels() if p.run == run}

@@ -163,6 +163,7 @@ def add_scans(
     scans: Sequence[Path],
     labels: Sequence[Path] | None = None,
     mapping: str = "vetseg",
+    case_ids: Sequence[str] | None = None,
 ) -> AddResult:
     """Register scans (and, for labelled cases, their labels) in a workspace.
 
@@ -171,6 +172,7 @@ def add_scans(
         scans: scan files or DICOM folders; the case id is the file name without its ending.
         labels: one label map per scan, in the same order, or None for unlabelled scans.
         mapping: the label files' id convention (see :func:`label_mapping`).
+        case_ids: one id per scan (default: from the file names, see :func:`case_id_for`).
 
     Returns:
         The cases added, those already registered with the same content, and warnings (e.g. a
@@ -179,6 +181,17 @@ def add_scans(
     Raises:
         InputError: any bad scan or label (nothing is registered then).
     """
+    with workspace.changing():
+        return _add_scans(workspace, scans, labels, mapping, case_ids)
+
+
+def _add_scans(
+    workspace: Workspace,
+    scans: Sequence[Path],
+    labels: Sequence[Path] | None = None,
+    mapping: str = "vetseg",
+    case_ids: Sequence[str] | None = None,
+) -> AddResult:
     scans = [Path(s) for s in scans]
     if not scans:
         raise InputError("no scan given to add.")
@@ -186,6 +199,8 @@ def add_scans(
         raise InputError(
             f"{len(labels)} label file(s) for {len(scans)} scan(s): give one label per scan."
         )
+    if case_ids is not None and len(case_ids) != len(scans):
+        raise InputError(f"{len(case_ids)} case id(s) for {len(scans)} scan(s).")
     organs = workspace.settings.organs
     window = workspace.settings.window
     checked: list[_Checked] = []
@@ -193,7 +208,7 @@ def add_scans(
     seen: dict[str, Path] = {}
     # Pass 1: check everything before writing anything.
     for index, scan in enumerate(scans):
-        case_id = case_id_for(scan)
+        case_id = case_id_for(scan) if case_ids is None else case_id_for(Path(case_ids[index]))
         if case_id in seen:
             raise InputError(f"{scan}: case id {case_id!r} is also the id of {seen[case_id]}.")
         seen[case_id] = scan
@@ -297,6 +312,11 @@ def use_model(workspace: Workspace, model_path: str | Path, note: str = "") -> s
     Raises:
         ModelFileError: not a vetseg model, or one for other organs or another intensity window.
     """
+    with workspace.changing():
+        return _use_model(workspace, model_path, note)
+
+
+def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
     from vetseg.models.files import META_NAME, WEIGHTS_NAME, read_model_info, resolve_model_dir
 
     settings = workspace.settings
