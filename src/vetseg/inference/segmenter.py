@@ -167,7 +167,8 @@ class Segmenter:
 
         Args:
             path: the model.
-            engine: ``"torch"`` or ``"onnx"`` (see :func:`vetseg.inference.engines.make_engine`).
+            engine: ``"torch"``, ``"onnx"`` or ``"auto"`` (ONNX Runtime when the folder holds
+                a current ``model.onnx``; see :func:`vetseg.inference.engines.make_engine`).
             onnx_path: an exported ONNX file for the ``"onnx"`` engine (default: ``model.onnx``
                 in the model folder if exported from these weights, else exported now).
             threads: ONNX Runtime intra-op threads (None: its default).
