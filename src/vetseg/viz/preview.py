@@ -32,6 +32,8 @@ SOFT_TISSUE_WINDOW: tuple[float, float] = (-160.0, 240.0)
 #: Layout in pixels: each panel's height; the caption band above the panels; the margin left of
 #: the first panel; the gap between panels. Panels run axial, coronal, sagittal from the left.
 PANEL_HEIGHT = 300
+#: Widest panel in pixels; wider views keep their aspect at a smaller height.
+MAX_PANEL_WIDTH = 3 * PANEL_HEIGHT
 HEADER = 46
 MARGIN = 10
 GAP = 8
@@ -101,6 +103,20 @@ def _panel(
     """
     rows, cols = ct2d.shape
     width = max(1, int(round(height * (cols * pixel_mm[1]) / (rows * pixel_mm[0]))))
+    if width > MAX_PANEL_WIDTH:
+        # A thin stack (e.g. 20 slices of 2 mm) would give a coronal panel metres wide: draw it
+        # at the true aspect within the width cap and centre it in a panel of full height.
+        inner = _panel(
+            ct2d,
+            labels2d,
+            pixel_mm,
+            window,
+            colours,
+            max(1, int(round(height * MAX_PANEL_WIDTH / width))),
+        )
+        padded = Image.new("RGB", (inner.width, height), _BACKGROUND)
+        padded.paste(inner, (0, (height - inner.height) // 2))
+        return padded
     lo, hi = window
     grey = np.clip((ct2d.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0) * 255.0
     image = Image.fromarray(grey.astype(np.uint8)).resize((width, height), Image.BILINEAR)
