@@ -39,9 +39,12 @@ def test_uncertainty_is_low_for_crisp_and_high_for_unsure_probabilities() -> Non
     assert crisp < 0.01 < unsure
     # The same scan under a less decided model is more uncertain.
     assert uncertainty_score(ScaledInput(0.5), pre, noise) > unsure
-    # A model that finds nothing is not "certain": with nothing to divide by, the score is large.
-    empty = uncertainty_score(ScaledInput(0.0, bias=-3.0), pre, noise)
-    assert empty > 1.0
+    # Only the body counts: at p = 0.5 everywhere, each of the 2 organs adds 1 bit per body
+    # voxel, however much air surrounds the body; a scan of air alone scores 0.
+    half_air = noise.copy()
+    half_air[:, :, :16] = -1000.0
+    assert uncertainty_score(ScaledInput(0.0), pre, half_air) == pytest.approx(2.0)
+    assert uncertainty_score(ScaledInput(0.0), pre, np.full_like(noise, -1000.0)) == 0.0
 
 
 def test_prelabel_writes_labels_in_the_scan_geometry_and_moves_states(setup: Setup) -> None:

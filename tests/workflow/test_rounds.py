@@ -132,3 +132,42 @@ def test_a_real_round_trains_from_the_parent_on_labelled_and_corrected_cases(
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
         actions = [a["action"] for a in ws.audit_log()]
         assert actions[-2:] == ["refine-start", "refine"]
+
+
+def test_a_round_interrupted_before_another_model_was_made_current_is_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = _workspace_with_model(tmp_path, (5.0, -5.0))
+    monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
+    with Workspace.open(setup.root) as ws:
+        old_parent = ws.require_current_model().model_id
+        with ws.transaction():  # what a round killed during training leaves
+            ws.db.execute(
+                "INSERT INTO rounds (round, parent, out, cases, status, started)"
+                " VALUES (1, ?, 'models/round-001', '{}', 'running', 'then')",
+                (old_parent,),
+            )
+        tiny_model(tmp_path / "other", head_bias=(5.0, -5.0), seed=2)
+        use_model(ws, tmp_path / "other")
+        result = refine_round(ws)
+        assert result.round == 2 and not result.resumed
+        statuses = ws.db.execute("SELECT round, status FROM rounds ORDER BY round").fetchall()
+        assert [tuple(r) for r in statuses] == [(1, "abandoned"), (2, "promoted")]
+
+
+def test_refine_refuses_a_human_model_before_starting_a_round(tmp_path: Path) -> None:
+    from vetseg.config import PreprocessConfig
+    from vetseg.models.human import HumanOrganNet
+
+    setup = make_workspace(tmp_path, labelled=3, unlabelled=0, with_model=False)
+    human = HumanOrganNet(2, decoder_channels=(32, 24, 16, 16))
+    info = ModelInfo(
+        new_model_id("human"), human.architecture(), ("liver", "spleen"),
+        PreprocessConfig(size=32), "human",
+    )  # fmt: skip
+    save_model(human, tmp_path / "human", info)
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "human")
+        with pytest.raises(InputError, match="HumanOrganNet"):
+            refine_round(ws)
+        assert ws.db.execute("SELECT COUNT(*) FROM rounds").fetchone()[0] == 0

@@ -18,7 +18,8 @@ Interruptions
     The round (its parent, output folder and the label file of every case, pinned) is recorded
     before training starts; training checkpoints every epoch. A re-run after a kill resumes the
     recorded round from its checkpoint with the same cases and split, or, when the model was
-    already written, goes straight to the comparison.
+    already written, goes straight to the comparison. If another model was made current in
+    between (``vetseg use``), the interrupted round is marked abandoned and a new one starts.
 """
 
 from __future__ import annotations
@@ -142,9 +143,29 @@ def refine_round(
         row = workspace.db.execute(
             "SELECT * FROM rounds WHERE status = 'running' ORDER BY round DESC LIMIT 1"
         ).fetchone()
+        current = workspace.require_current_model()
+        if row is not None and row["parent"] != current.model_id:
+            # Another model was made current since the round began (vetseg use): the user has
+            # moved on; the interrupted round is closed, not resumed.
+            with workspace.transaction():
+                workspace.db.execute(
+                    "UPDATE rounds SET status = 'abandoned', finished = ? WHERE round = ?",
+                    (now(), row["round"]),
+                )
+                workspace.audit(
+                    "refine-abandoned", {"round": row["round"], "parent": row["parent"]}
+                )
+            row = None
         resumed = row is not None
         if row is None:
-            parent = workspace.require_current_model()
+            parent = current
+            architecture = read_model_info(workspace.path(parent.path)).architecture
+            if architecture.get("class") != "AnimalOrganNet":
+                raise InputError(
+                    f"{workspace.root}: the current model {parent.model_id} is a "
+                    f"{architecture.get('class')}; refine rounds train an animal model (make "
+                    "one with vetseg transfer and vetseg use it)."
+                )
             labels = workspace.training_labels()
             if len(labels) < 3:
                 raise InputError(

@@ -42,8 +42,11 @@ from vetseg.labels import SPECIES_ORGANS
 
 try:  # Python 3.11+; vetseg.toml is only read here
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    tomllib = None  # type: ignore[assignment]
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 reads it with tomli, if installed
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
 
 try:
     import fcntl
@@ -87,7 +90,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     parent TEXT NOT NULL,
     out TEXT NOT NULL,
     cases TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'promoted', 'kept')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'promoted', 'kept', 'abandoned')),
     model_id TEXT,
     val_cases TEXT,
     parent_val_dice REAL,
@@ -240,7 +243,7 @@ class WorkspaceSettings:
     def from_toml(cls, text: str, source: Path) -> WorkspaceSettings:
         """Parse ``vetseg.toml`` (a clear error for anything malformed)."""
         if tomllib is None:  # pragma: no cover
-            raise InputError(f"{source}: reading vetseg.toml needs Python 3.11 or later.")
+            raise InputError(f"{source}: reading vetseg.toml needs Python 3.11+ or tomli.")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
