@@ -26,6 +26,8 @@ Usage::
     python benchmarks/rl_compare.py                    # ~10 min on 2 CPU cores
     python benchmarks/rl_compare.py --sweep-lrs 1e-5 3e-5 1e-4 \
         --out benchmarks/results/rl_lr_sweep.json
+    python benchmarks/rl_compare.py --direction-check \
+        --out benchmarks/results/rl_direction.json
     python benchmarks/rl_compare.py --seeds 0 --steps 10 --out /tmp/rl_smoke.json
 """
 
@@ -70,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="mean_variant",
         action="store_false",
         help="skip the RL variant with the leave-one-out mean baseline",
+    )
+    parser.add_argument(
+        "--direction-check",
+        action="store_true",
+        help="instead: does a small step along each baseline's gradient estimate raise Dice?",
     )
     parser.add_argument(
         "--sweep-lrs",
@@ -238,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rl_set = SliceDataset(prepared.train, organs, preprocess, empty_slice_rate=0.0)
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
 
+    if args.direction_check:
+        return _direction_check(args, start_model, rl_set, rl_template, command)
     if args.sweep_lrs:
         return _sweep(
             args,
@@ -319,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model_id": info.model_id,
             "parent": info.parent,
             "val_mean_dice_at_selection": info.metrics.get("val_mean_dice"),
-            "human_model": str(args.human) if args.human else "trained by this script (cached)",
+            "human_model": _human_record(info.parent, args, start_dir),
         },
         "data": {
             "labelled_rabbits": 5,
@@ -361,6 +370,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + f"; winner: {winner}; total {timings['total_s']:.0f} s; wrote {args.out}"
     )
     return report
+
+
+def _human_record(human_id: str | None, args: argparse.Namespace, start_dir: Path) -> Any:
+    """Where the human model came from: its id and the command recorded in its model.json."""
+    from vetseg.models.files import read_model_info
+
+    candidates = [args.human] if args.human else [args.work / f"human_{args.size}"]
+    for path in candidates:
+        if path is not None and (Path(path) / "model.json").is_file():
+            human = read_model_info(Path(path))
+            if human.model_id == human_id:
+                return {
+                    "path": str(path),
+                    "model_id": human.model_id,
+                    "command": human.training.get("command"),
+                    "config": human.training.get("config"),
+                    "val_mean_dice": human.metrics.get("val_mean_dice"),
+                }
+    return {"model_id": human_id}
 
 
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
@@ -431,6 +459,94 @@ def _sweep(
         "rl_config": to_dict(rl_template),
         "supervised_config": to_dict(sft_template),
         "total_s": round(time.perf_counter() - started, 1),
+        "machine": _machine(args),
+    }
+    atomic_write_json(args.out, _clean(report))
+    print(f"wrote {args.out}")
+    return report
+
+
+def _direction_check(
+    args: argparse.Namespace,
+    start_model: torch.nn.Module,
+    rl_set: Any,
+    rl_template: RLConfig,
+    command: str,
+    samples: int = 64,
+    images: int = 8,
+) -> dict[str, Any]:
+    """Step along each baseline's policy-gradient estimate (64 samples x 8 training slices) and
+    measure the expected sampled Dice and the greedy Dice on the same slices before and after
+    (fresh samples with a fixed seed, so both sides see the same random numbers)."""
+    from vetseg.training.rl import (
+        PPOFineTuner,
+        clipped_surrogate,
+        greedy_baseline,
+        leave_one_out_mean,
+        mask_dice,
+        sample_masks,
+    )
+
+    config = dataclasses.replace(rl_template, samples_per_image=samples, batch_size=images)
+    tuner = PPOFineTuner(copy.deepcopy(start_model), rl_set, config, rl_set.slice_weights())
+    ids = tuner.draw_images()
+    batch, reference = tuner.load_batch(ids)
+
+    def dice(model: torch.nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            logits = model(batch)
+        masks = sample_masks(logits, samples, torch.Generator().manual_seed(12345))
+        return {
+            "expected_sampled_dice": float(np.nanmean(mask_dice(masks, reference).numpy())),
+            "greedy_dice": float(np.nanmean(mask_dice(logits > 0, reference).numpy())),
+        }
+
+    rollout = tuner.rollout(ids)
+    with torch.no_grad():
+        greedy = greedy_baseline(
+            tuner.new(batch), tuner.old(batch), reference, config.kappa
+        ).expand_as(rollout.reward)
+    advantages = {
+        "greedy": rollout.reward - greedy,
+        "mean": rollout.reward - leave_one_out_mean(rollout.reward),
+    }
+    rows: list[dict[str, Any]] = [{"baseline": None, "step": 0.0, **dice(tuner.new)}]
+    for name, advantage in advantages.items():
+        loss = clipped_surrogate(rollout.logp_new, rollout.logp_old, advantage, config.clip).loss
+        params = [p for p in tuner.new.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        for step in (1e-3, 1e-2, 3e-2):
+            model = copy.deepcopy(tuner.new)
+            with torch.no_grad():
+                for p, g in zip(
+                    [p for p in model.parameters() if p.requires_grad], grads, strict=True
+                ):
+                    p -= step * g / norm
+            rows.append({"baseline": name, "step": step, **dice(model)})
+            print(rows[-1], flush=True)
+    # Control: steps of the same lengths in one random (isotropic) direction.
+    generator = torch.Generator().manual_seed(0)
+    params = [p for p in tuner.new.parameters() if p.requires_grad]
+    direction = [torch.randn(p.shape, generator=generator) for p in params]
+    norm = torch.sqrt(sum((d**2).sum() for d in direction))
+    for step in (1e-3, 1e-2, 3e-2):
+        model = copy.deepcopy(tuner.new)
+        with torch.no_grad():
+            for p, d in zip(
+                [p for p in model.parameters() if p.requires_grad], direction, strict=True
+            ):
+                p -= step * d / norm
+        rows.append({"baseline": "random direction (control)", "step": step, **dice(model)})
+        print(rows[-1], flush=True)
+    report = {
+        "what": "expected sampled Dice and greedy Dice of 8 training slices after one plain "
+        "gradient step of the given L2 length along the clipped-surrogate gradient estimated "
+        "from 64 samples per slice, for the greedy and the leave-one-out mean baseline, and "
+        "along a random direction (control)",
+        "command": command,
+        "mean_advantage": {k: float(np.nanmean(v.numpy())) for k, v in advantages.items()},
+        "rows": rows,
         "machine": _machine(args),
     }
     atomic_write_json(args.out, _clean(report))
