@@ -204,7 +204,7 @@ def run_demo_rounds(
     with Workspace.open(root) as ws:
         start = ws.require_current_model()
         baseline = held_out_dice(ws.path(start.path), start.model_id)
-        print(f"round 0: transfer model {start.model_id}, held-out Dice {baseline:.3f}")
+        print(f"round 0: starting model {start.model_id}, held-out Dice {baseline:.3f}")
         # The round trains at its parent's input size and window (refine_round sees to it).
         refine_config = dataclasses.replace(config.refine, seed=seed)
         for number in range(1, rounds + 1):
@@ -267,7 +267,7 @@ def _print_table(baseline: float, records: list[dict[str, Any]]) -> None:
         "held-out Dice",
     ):
         table.add_column(column, justify="right")
-    table.add_row("0", "-", "-", "-", "-", "transfer", f"{baseline:.3f}")
+    table.add_row("0", "-", "-", "-", "-", "start", f"{baseline:.3f}")
     for r in records:
         table.add_row(
             str(r["round"]),

@@ -125,7 +125,7 @@ def print_status(report: dict[str, Any], console: Console | None = None) -> None
 
     if report["models"]:
         table = Table(title="models")
-        for column in ("model", "parent", "stage", "val Dice", "status"):
+        for column in ("model", "parent", "stage", "val Dice (own split)", "status"):
             table.add_column(column)
         for m in report["models"]:
             status = "current" if m["current"] else ("was current" if m["promoted"] else "kept")
