@@ -484,3 +484,28 @@ def test_rl_tune_workspace_registers_the_child_with_its_parent(tmp_path: Path) -
         gained = child[0].metrics["val_mean_dice"] > child[0].metrics["parent_val_mean_dice"]
         assert (ws.require_current_model().model_id == child[0].model_id) == gained
         assert any(row["action"] == "rl-tune" for row in ws.audit_log())
+
+
+def test_rl_tune_reuses_the_parents_split_only_for_the_same_cases(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from vetseg.labels import CORE_ORGANS
+    from vetseg.training.rl import _reuse_parent_split
+
+    data = tmp_path / "data"
+    _tiny_dataset(data)
+    split = {"train": ["toy_000"], "val": ["toy_001"], "test": ["toy_002"]}
+    parent = SimpleNamespace(training={"data": str(data.resolve()), "split": split})
+    target = tmp_path / "a" / "splits.json"
+    target.parent.mkdir()
+    _reuse_parent_split(parent, data, CORE_ORGANS, target)
+    assert json.loads(target.read_text()) == split
+    # Another case set (or another folder) gets a fresh split.
+    other = SimpleNamespace(training={"data": str(data.resolve()), "split": {**split, "test": []}})
+    fresh = tmp_path / "b" / "splits.json"
+    fresh.parent.mkdir()
+    _reuse_parent_split(other, data, CORE_ORGANS, fresh)
+    assert not fresh.exists()
+    elsewhere = SimpleNamespace(training={"data": str(tmp_path), "split": split})
+    _reuse_parent_split(elsewhere, data, CORE_ORGANS, fresh)
+    assert not fresh.exists()

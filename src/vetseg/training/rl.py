@@ -607,6 +607,27 @@ def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reuse_parent_split(parent: Any, data: Path | Any, organs: Sequence[str], path: Path) -> None:
+    """Write the parent's split to ``path`` when ``data`` holds exactly the parent's cases.
+
+    The validation cases then are ones the parent never trained on, so "before" and "after"
+    are honest. Any other data (more cases, another folder) gets a fresh split.
+    """
+    from vetseg.data.datasets import open_dataset, write_splits
+
+    split = parent.training.get("split") or {}
+    if path.is_file() or not split.get("train") or not split.get("val"):
+        return
+    if hasattr(data, "cases"):
+        return  # an opened dataset (a workspace's cases): its case list changes between rounds
+    if str(Path(data).resolve()) != parent.training.get("data"):
+        return
+    dataset = open_dataset(Path(data), organs=organs)
+    labelled = {c.case_id for c in dataset.cases if c.label is not None or c.label_dir is not None}
+    if labelled == {cid for part in split.values() for cid in part}:
+        write_splits(path, {k: list(split.get(k, [])) for k in ("train", "val", "test")})
+
+
 def rl_tune(
     parent_model: Path,
     data: Path | Any,
@@ -631,8 +652,10 @@ def rl_tune(
         data: labelled dataset folder or an opened ``CaseDataset`` (a workspace's cases).
         out: the child model's folder.
         config: the RL settings (default ``RLConfig()``).
-        ratios: train : val : test split of the labelled cases (by case); the validation
-            cases give the Dice before and after.
+        ratios: train : val : test split of the labelled cases (by case), used unless
+            ``data`` is the very dataset the parent was trained on (then the parent's split
+            is reused so that validation cases stay unseen); the validation cases give the
+            Dice before and after.
         eval_every: also log the validation Dice every this many steps (0: start and end).
         progress: show a progress bar.
         stage: the stage name recorded in model.json.
@@ -656,6 +679,7 @@ def rl_tune(
     organs = parent.organs
     rl_dir = out / "rl"
     rl_dir.mkdir(parents=True, exist_ok=True)
+    _reuse_parent_split(parent, data, organs, rl_dir / "splits.json")
     prepared = prepare_data(data, organs, config.seed, rl_dir / "splits.json", ratios)
     atomic_write_json(rl_dir / "config.json", to_dict(config))
     torch.manual_seed(config.seed)
