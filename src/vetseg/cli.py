@@ -377,6 +377,9 @@ def demo(
         False, "--train-human", help="Train the human model here instead of using the shipped one."
     ),
     labelled: int | None = typer.Option(None, "--labelled", help="Labelled rabbits (k, 5)."),
+    human_model: Path | None = typer.Option(
+        None, "--human-model", help="Start from this human model instead of the shipped one."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of phantoms and training (0)."),
     rounds: int = typer.Option(
         0, "--rounds", min=0, help="Then N pre-label / correct / refine rounds (vet = truth)."
@@ -395,6 +398,10 @@ def demo(
         changes["labelled"] = labelled
     if seed is not None:
         changes["seed"] = seed
+    if human_model is not None:
+        from vetseg.models.files import resolve_model_dir
+
+        changes["human_model"] = str(resolve_model_dir(human_model))
     changes["rounds"] = rounds
     run_demo(out, dataclasses.replace(config, **changes))
 

@@ -35,6 +35,7 @@ class DemoConfig:
         animal: settings of transfer and scratch training (same budget for both).
         seed: seed of phantoms and training.
         train_human: train the human model here instead of using the shipped one.
+        human_model: start from this human model folder instead of the shipped one.
         rounds: correction rounds after the evaluation (pre-label, correct, refine; see
             :mod:`vetseg.workflow.demo_rounds`); 0 for none.
     """
@@ -58,14 +59,15 @@ class DemoConfig:
             epochs=8,
             freeze_epochs=3,
             lr=1e-3,
-            batch_size=16,
-            steps_per_epoch=30,
+            batch_size=8,
+            steps_per_epoch=40,
             extend=0,
             preprocess=PreprocessConfig(size=96),
         )
     )
     seed: int = 0
     train_human: bool = False
+    human_model: str | None = None
     rounds: int = 0
 
     @classmethod
@@ -125,7 +127,9 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
     if not (rabbit_test / "dataset.json").is_file():
         write_phantom_dataset(rabbit_test, "rabbit", config.held_out, seed=config.seed + 1000)
 
-    human_model = None if config.train_human else shipped_human_model()
+    human_model = Path(config.human_model) if config.human_model else None
+    if human_model is None and not config.train_human:
+        human_model = shipped_human_model()
     if human_model is None:
         human_data = data / "human"
         if not (human_data / "dataset.json").is_file():
