@@ -70,6 +70,8 @@ class StageConfig:
         batch_size: slices per step.
         steps_per_epoch: cap on optimiser steps per epoch (None: one pass over the slices).
         empty_slice_rate: fraction of slices without any organ kept for training.
+        organ_balance: how strongly slices of rarely seen organs are oversampled (exponent of
+            max_freq / freq; 0 none, 0.5 square root, 1 equal exposure per organ).
         seed: seed of the split, sampling, augmentation and initialisation.
         num_workers: DataLoader workers (0 on small machines).
     """
@@ -85,6 +87,7 @@ class StageConfig:
     batch_size: int = 8
     steps_per_epoch: int | None = None
     empty_slice_rate: float = 0.1
+    organ_balance: float = 0.5
     seed: int = 0
     num_workers: int = 0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)

@@ -87,6 +87,10 @@ def test_weights_favour_rare_organs() -> None:
     np.testing.assert_allclose(with_spleen / empty[0], 2 + np.sqrt(10), rtol=1e-6)
     np.testing.assert_allclose(liver_only / empty[0], 2.0, rtol=1e-6)
     assert with_spleen.min() > liver_only.max() > empty.max()
+    equal = dataset.slice_weights(balance=1.0)  # equal exposure: spleen boost 20 / 2
+    np.testing.assert_allclose(equal[z < 2] / equal[z >= 20][0], 2 + 10.0, rtol=1e-6)
+    flat = dataset.slice_weights(balance=0.0)  # no preference between organs
+    np.testing.assert_allclose(flat[z < 2] / flat[z >= 20][0], 3.0, rtol=1e-6)
 
 
 def test_augmentation_reproduces_per_seed_epoch_and_index() -> None:

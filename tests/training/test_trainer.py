@@ -71,7 +71,7 @@ class ToySlices(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def slice_weights(self) -> np.ndarray:
+    def slice_weights(self, balance: float = 0.5) -> np.ndarray:
         return np.ones(len(self.items))
 
     def __len__(self) -> int:

@@ -135,21 +135,24 @@ class SliceDataset(torch.utils.data.Dataset):
         """Number of kept slices showing each organ, ``[n_organs]``."""
         return self._presence.sum(axis=0)
 
-    def slice_weights(self) -> np.ndarray:
+    def slice_weights(self, balance: float = 0.5) -> np.ndarray:
         """Sampling weights that draw slices of rare organs more often.
 
-        ``w = 1 + sum over organs on the slice of sqrt(max_freq / freq_organ)``, where
-        ``freq`` counts the slices showing an organ; the square root keeps a tiny organ from
-        taking over an epoch. Normalised to sum 1, for a ``WeightedRandomSampler``.
+        ``w = 1 + sum over organs on the slice of (max_freq / freq_organ) ** balance``, where
+        ``freq`` counts the slices showing an organ. The default square root keeps a tiny organ
+        from taking over an epoch; 1.0 gives every organ about equal exposure; 0 no preference.
+
+        Args:
+            balance: the exponent above (``StageConfig.organ_balance``).
 
         Returns:
-            float64 ``[len(self)]``.
+            float64 ``[len(self)]``, normalised to sum 1, for a ``WeightedRandomSampler``.
         """
         counts = self.organ_slice_counts().astype(np.float64)
         boost = np.zeros_like(counts)
         seen = counts > 0
         if seen.any():
-            boost[seen] = np.sqrt(counts.max() / counts[seen])
+            boost[seen] = (counts.max() / counts[seen]) ** balance
         weights = 1.0 + self._presence.astype(np.float64) @ boost
         return weights / weights.sum()
 

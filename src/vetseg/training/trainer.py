@@ -206,7 +206,9 @@ class Trainer:
         torch.manual_seed(epoch_seed)
         self.train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(epoch_seed)
-        weights = torch.as_tensor(self.train_set.slice_weights(), dtype=torch.double)
+        weights = torch.as_tensor(
+            self.train_set.slice_weights(cfg.organ_balance), dtype=torch.double
+        )
         n_samples = (
             cfg.steps_per_epoch * cfg.batch_size if cfg.steps_per_epoch else len(self.train_set)
         )
