@@ -183,7 +183,11 @@ def test_help_is_instant_and_does_not_import_torch() -> None:
         "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_NOT_LOADED')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        encoding="utf-8",  # rich draws boxes; CI may run without a UTF-8 locale
+        errors="replace",
+        timeout=60,
     )
     assert "TORCH_NOT_LOADED" in result.stdout, result.stdout + result.stderr
     assert "transfer" in result.stdout
