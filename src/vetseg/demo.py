@@ -56,11 +56,11 @@ class DemoConfig:
     )
     animal: StageConfig = dataclasses.field(
         default_factory=lambda: StageConfig.transfer(
-            epochs=10,
+            epochs=8,
             freeze_epochs=3,
             lr=1e-3,
             batch_size=8,
-            steps_per_epoch=50,
+            steps_per_epoch=40,
             organ_balance=1.0,
             extend=0,
             preprocess=PreprocessConfig(size=96),
