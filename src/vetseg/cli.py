@@ -380,6 +380,12 @@ def demo(
     human_model: Path | None = typer.Option(
         None, "--human-model", help="Start from this human model instead of the shipped one."
     ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Epochs of transfer and scratch training (8)."
+    ),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", min=1, help="Steps per epoch of transfer and scratch (40)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of phantoms and training (0)."),
     rounds: int = typer.Option(
         0, "--rounds", min=0, help="Then N pre-label / correct / refine rounds (vet = truth)."
@@ -398,6 +404,11 @@ def demo(
         changes["labelled"] = labelled
     if seed is not None:
         changes["seed"] = seed
+    animal_changes = {
+        k: v for k, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)) if v
+    }
+    if animal_changes:
+        changes["animal"] = dataclasses.replace(config.animal, **animal_changes)
     if human_model is not None:
         from vetseg.models.files import resolve_model_dir
 
