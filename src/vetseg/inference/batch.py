@@ -18,6 +18,7 @@ from pathlib import Path
 from vetseg.errors import InputError, VetsegError
 from vetseg.inference.pipeline import ScanResult, SegmentOutputs, segment_scan
 from vetseg.inference.segmenter import Progress, Segmenter
+from vetseg.io.image import is_dicom_file
 
 #: Image file endings a batch picks up (longest first: a name is matched by its ending).
 #: (a 3D Slicer ``.seg.nrrd`` is a label map, not a scan, and is left out).
@@ -47,14 +48,7 @@ class BatchItem:
 
 
 def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".ima"):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
 
 
 def holds_dicom_files(folder: Path) -> bool:

@@ -236,7 +236,7 @@ def _suffix_of(path: Path) -> str | None:
     return None
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """True when the file has the DICOM preamble magic ``DICM`` at byte 128."""
     try:
         with open(path, "rb") as handle:
@@ -580,7 +580,7 @@ def read_image(path: str | Path, *, expect_3d: bool = True) -> tuple[np.ndarray,
     if path.is_dir():
         image, more = _read_dicom(path, path)
         provenance.update(more)
-    elif suffix in (".dcm", ".ima") or (suffix is None and _is_dicom_file(path)):
+    elif suffix in (".dcm", ".ima") or (suffix is None and is_dicom_file(path)):
         image, more = _read_dicom(path.parent, path, only_file=path)
         provenance.update(more)
     elif suffix is None:

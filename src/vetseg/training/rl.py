@@ -667,7 +667,7 @@ def rl_tune(
     from vetseg.data.slices import SliceDataset
     from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
     from vetseg.training.progress import make_progress
-    from vetseg.training.stages import _command_line, prepare_data
+    from vetseg.training.stages import prepare_data, training_record
     from vetseg.training.trainer import make_validation_cases, nanmean, validation_dice
 
     config = config or RLConfig()
@@ -738,13 +738,7 @@ def rl_tune(
         "rl_steps": config.steps,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    training = {
-        "data": str(Path(prepared.dataset.root).resolve()),
-        "split": prepared.splits,
-        "config": to_dict(config),
-        "command": _command_line(),
-        "slices": len(train_set),
-    }
+    training = training_record(prepared, config, train_set)
     info = ModelInfo(
         model_id=model_id or new_model_id(stage),
         architecture=model.architecture(),

@@ -114,14 +114,18 @@ def _fit(
         "epochs_run": len(result.history),
         "extended": result.extended,
     }
-    training = {
+    return result, {"metrics": metrics, "training": training_record(prepared, config, train_set)}
+
+
+def training_record(prepared: PreparedData, config: Any, train_set: Any) -> dict[str, Any]:
+    """What model.json records of a training run: data, split, settings, command, slices."""
+    return {
         "data": str(Path(prepared.dataset.root).resolve()),
         "split": prepared.splits,
         "config": to_dict(config),
         "command": _command_line(),
         "slices": len(train_set),
     }
-    return result, {"metrics": metrics, "training": training}
 
 
 def train_human(
