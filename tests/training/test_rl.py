@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from tests.training.helpers import TinyNet
 from vetseg.config import RLConfig
 from vetseg.errors import InputError
-from vetseg.models.factory import SegmentationModel
 from vetseg.training.rl import (
     PPOFineTuner,
     ReplayEntry,
@@ -34,24 +34,6 @@ from vetseg.training.rl import (
 
 SIZE = 16
 N_ORGANS = 2
-
-
-class TinyNet(SegmentationModel):
-    """Stem / body (with BatchNorm) / head, small enough for many steps in a test."""
-
-    PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "head")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
-        self.head = nn.Conv2d(4, N_ORGANS, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(x)))
-
-    def architecture(self) -> dict[str, Any]:
-        return {"class": "TinyNet"}
 
 
 class ToySlices(torch.utils.data.Dataset):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from tests.training.helpers import TinyNet
 from vetseg.config import StageConfig
-from vetseg.models.factory import SegmentationModel
 from vetseg.training.trainer import (
     CHECKPOINT_NAME,
     METRICS_NAME,
@@ -24,24 +23,6 @@ from vetseg.training.trainer import (
 
 SIZE = 32
 N_ORGANS = 2
-
-
-class TinyNet(SegmentationModel):
-    """A small stem / body / head network with BatchNorm in the body."""
-
-    PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "head")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
-        self.head = nn.Conv2d(4, N_ORGANS, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(x)))
-
-    def architecture(self) -> dict[str, Any]:
-        return {"class": "TinyNet"}
 
 
 def _sample(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
