@@ -29,6 +29,7 @@ from vetseg.models.human import (
     DEFAULT_DECODER_CHANNELS,
     EfficientUNetBody,
     HumanOrganNet,
+    backbone_architecture,
     check_input,
     to_channels_last,
 )
@@ -175,12 +176,7 @@ class AnimalOrganNet(SegmentationModel):
     def architecture(self) -> dict[str, Any]:
         """``{"class": "AnimalOrganNet", "n_organs": ..., ...}``, the input of ``build_model``."""
         return {
-            "class": type(self).__name__,
-            "n_organs": self.n_organs,
-            "stem_channels": self.stem_channels,
-            "encoder": self.encoder_name,
-            "decoder_channels": list(self.decoder_channels),
-            "bn_momentum": self.bn_momentum,
+            **backbone_architecture(self),
             "refine_blocks": self.refine_blocks,
             "expand": self.expand,
             "kernel": self.kernel,

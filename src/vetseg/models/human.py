@@ -186,11 +186,16 @@ class HumanOrganNet(SegmentationModel):
 
     def architecture(self) -> dict[str, Any]:
         """``{"class": "HumanOrganNet", "n_organs": ..., ...}``, the input of ``build_model``."""
-        return {
-            "class": type(self).__name__,
-            "n_organs": self.n_organs,
-            "stem_channels": self.stem_channels,
-            "encoder": self.encoder_name,
-            "decoder_channels": list(self.decoder_channels),
-            "bn_momentum": self.bn_momentum,
-        }
+        return backbone_architecture(self)
+
+
+def backbone_architecture(model: Any) -> dict[str, Any]:
+    """The architecture fields the human and animal models share (class, organs, stem, body)."""
+    return {
+        "class": type(model).__name__,
+        "n_organs": model.n_organs,
+        "stem_channels": model.stem_channels,
+        "encoder": model.encoder_name,
+        "decoder_channels": list(model.decoder_channels),
+        "bn_momentum": model.bn_momentum,
+    }
