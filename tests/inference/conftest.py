@@ -83,7 +83,12 @@ class IntensityEngine:
 
     name = "intensity"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __init__(self) -> None:
+        #: ``(slices, release)`` of every call, in order.
+        self.calls: list[tuple[int, bool]] = []
+
+    def __call__(self, batch: np.ndarray, release: bool = False) -> np.ndarray:
+        self.calls.append((batch.shape[0], release))
         x = batch[:, 0]
         logits = np.full((x.shape[0], len(ORGANS), *x.shape[1:]), -20.0, dtype=np.float32)
         logits[:, 0] = 20.0 * (x - 0.5)

@@ -48,6 +48,27 @@ def test_onnx_probabilities_match_pytorch(exported: tuple) -> None:
     assert np.abs(torch_probs - onnx_probs).max() < 1e-3
 
 
+def test_onnx_release_gives_the_same_logits_and_the_arena_back(exported: tuple) -> None:
+    _, _, path = exported
+    engine = OnnxEngine(path, threads=1)
+    x = np.random.default_rng(5).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    plain = engine(x)
+    released = engine(x, release=True)
+    again = engine(x)  # the arena grows back on the next call
+    assert np.array_equal(plain, released) and np.array_equal(plain, again)
+
+
+def test_the_segmenter_releases_engine_memory_after_the_last_batch_only(
+    intensity_segmenter: Segmenter,
+) -> None:
+    engine = intensity_segmenter.engine
+    intensity_segmenter.segment_canonical(np.zeros((10, 32, 32), dtype=np.int16))
+    assert engine.calls == [(4, False), (4, False), (2, True)]
+    engine.calls.clear()
+    intensity_segmenter.probabilities_canonical(np.zeros((8, 32, 32), dtype=np.float32))
+    assert engine.calls == [(4, False), (4, True)]
+
+
 def test_export_records_the_weights_it_came_from(exported: tuple) -> None:
     _, info, path = exported
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}

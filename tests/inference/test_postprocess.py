@@ -11,7 +11,9 @@ from vetseg.inference.postprocess import (
     KEEP_AS_IS,
     OrganRule,
     PostprocessConfig,
+    _component_sizes,
     _fill_holes,
+    _label_components,
     clean_mask,
     postprocess_labels,
     voxel_volume_ml,
@@ -81,6 +83,39 @@ def test_fill_holes_matches_scipy_on_random_masks() -> None:
     for _ in range(5):
         mask = ndimage.binary_opening(rng.random((10, 14, 12)) > 0.35)
         assert np.array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_components_fall_back_to_int32_past_65535() -> None:
+    few = np.zeros((4, 8, 8), dtype=bool)
+    few[1, 1, 1] = few[2, 5, 5] = True
+    labels, count = _label_components(few)
+    assert labels.dtype == np.uint16 and count == 2
+    # Isolated voxels on every other row and column: 256 x 256 = 65,536 components, one more
+    # than uint16 can number (0 is the background).
+    many = np.zeros((1, 512, 512), dtype=bool)
+    many[0, ::2, ::2] = True
+    labels, count = _label_components(many)
+    assert labels.dtype == np.int32 and count == 65536
+    assert labels.max() == 65536
+
+
+def test_component_sizes_in_chunks_match_bincount(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vetseg.inference.postprocess as postprocess
+
+    monkeypatch.setattr(postprocess, "_COUNT_CHUNK", 7)  # many chunks, a ragged last one
+    components = np.random.default_rng(1).integers(0, 5, size=(3, 5, 4)).astype(np.uint16)
+    assert np.array_equal(
+        _component_sizes(components, 4), np.bincount(components.ravel(), minlength=5)
+    )
+
+
+def test_clean_mask_leaves_its_input_alone() -> None:
+    mask = blobs()
+    before = mask.copy()
+    for rule in (OrganRule(keep_largest=1), OrganRule(fill_holes=False), KEEP_AS_IS):
+        out = clean_mask(mask, rule, 1.0)
+        assert out is not mask
+        assert np.array_equal(mask, before)
 
 
 def test_postprocess_labels_applies_each_organs_rule() -> None:

@@ -1,7 +1,9 @@
 """Inference engines: what turns a batch of model-input slices into organ logits.
 
 Two engines share one call, ``engine(batch) -> logits``, ``[B, 1, S, S]`` float32 in and
-``[B, n_organs, S, S]`` float32 out:
+``[B, n_organs, S, S]`` float32 out; ``engine(batch, release=True)`` also gives the engine's
+working memory back after the batch (the segmenter asks for it on a scan's last batch, so that
+post-processing does not run beside an idle gigabyte):
 
 - :class:`TorchEngine`: the PyTorch model itself, eager, under ``inference_mode``, optionally
   in channels-last memory layout (faster convolutions on CPU);
@@ -43,8 +45,12 @@ class Engine(Protocol):
 
     name: str
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """``[B, 1, S, S]`` float32 -> ``[B, n_organs, S, S]`` float32 logits."""
+    def __call__(self, batch: np.ndarray, release: bool = False) -> np.ndarray:
+        """``[B, 1, S, S]`` float32 -> ``[B, n_organs, S, S]`` float32 logits.
+
+        ``release``: free the engine's working memory once this batch is done (the next call
+        allocates it again).
+        """
         ...
 
 
@@ -67,7 +73,9 @@ class TorchEngine:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, release: bool = False) -> np.ndarray:
+        # PyTorch's CPU allocator returns every tensor to the system allocator when it dies:
+        # there is nothing to release.
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
@@ -93,6 +101,9 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        # The memory pattern (one block planned per input shape, grown by the arena in powers
+        # of two) costs about 0.9 GB at 4 slices of 512 x 512 and gains no speed (measured).
+        options.enable_mem_pattern = False
         if threads is not None:
             options.intra_op_num_threads = int(threads)
         model = source if isinstance(source, bytes) else str(source)
@@ -103,10 +114,15 @@ class OnnxEngine:
             raise ModelFileError(f"{where}: ONNX Runtime cannot load it ({exc}).") from None
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # ONNX Runtime keeps what its CPU arena grew to (about 1 GB for 4 slices of 512 x 512)
+        # until the session dies, unless a run asks it to shrink the arena when it ends.
+        self._release = ort.RunOptions()
+        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, release: bool = False) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run(None, {self.input_name: x})[0]
+        options = self._release if release else None
+        return self.session.run(None, {self.input_name: x}, options)[0]
 
 
 def export_onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:

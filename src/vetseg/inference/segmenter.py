@@ -189,8 +189,11 @@ class Segmenter:
     def organs(self) -> tuple[str, ...]:
         return self.info.organs
 
-    def _logits(self, slices_hu: np.ndarray) -> torch.Tensor:
-        """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices."""
+    def _logits(self, slices_hu: np.ndarray, release: bool = False) -> torch.Tensor:
+        """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices.
+
+        ``release``: the engine frees its working memory after this batch (a scan's last).
+        """
         from vetseg.data.preprocess import (
             normalize_slices,
             resize_probabilities_back,
@@ -200,16 +203,19 @@ class Segmenter:
         pre = self.info.preprocess
         height, width = slices_hu.shape[1:]
         image = resize_slices(normalize_slices(slices_hu, pre.window), pre.size, order=1)
-        logits = torch.from_numpy(np.asarray(self.engine(image[:, None]), dtype=np.float32))
+        raw = self.engine(image[:, None], release=True) if release else self.engine(image[:, None])
+        logits = torch.from_numpy(np.asarray(raw, dtype=np.float32))
         if (height, width) != (pre.size, pre.size):
             # Logits, not masks, are resized, so borders are decided at the scan's resolution.
             logits = resize_probabilities_back(logits, (height, width))
         return logits
 
     @torch.inference_mode()
-    def _label_slices(self, slices_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _label_slices(
+        self, slices_hu: np.ndarray, release: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``."""
-        logits = self._logits(slices_hu)
+        logits = self._logits(slices_hu, release)
         # The sigmoid is monotonic: the organ with the largest logit is the most probable, and
         # only its probability is needed, so one sigmoid per voxel instead of one per organ.
         best_logit, best = logits.max(dim=1)
@@ -228,7 +234,8 @@ class Segmenter:
         out = []
         for start in range(0, volume.shape[0], self.batch_size):
             batch = volume[start : start + self.batch_size].astype(np.float32)
-            out.append(torch.sigmoid(self._logits(batch)).numpy())
+            last = start + self.batch_size >= volume.shape[0]
+            out.append(torch.sigmoid(self._logits(batch, release=last)).numpy())
         return np.concatenate(out, axis=0)
 
     def segment_canonical(
@@ -249,7 +256,7 @@ class Segmenter:
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             labels[start:stop], prob[start:stop] = self._label_slices(
-                volume[start:stop].astype(np.float32)
+                volume[start:stop].astype(np.float32), release=stop == total
             )
             if progress is not None:
                 progress(stop, total)
