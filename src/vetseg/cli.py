@@ -273,7 +273,10 @@ def segment(
         None, "--batch-size", help="Slices per forward pass (default: 4 at 512 x 512)."
     ),
     engine: str = typer.Option(
-        "auto", "--engine", help="onnx (ONNX Runtime), torch, or auto: onnx if MODEL/model.onnx."
+        "auto",
+        "--engine",
+        help="onnx (ONNX Runtime), torch, or auto: onnx (MODEL/model.onnx, else exported now), "
+        "torch where that fails.",
     ),
     onnx_file: Path | None = typer.Option(
         None, "--onnx-file", help="Exported model for --engine onnx (default: MODEL/model.onnx)."

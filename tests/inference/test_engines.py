@@ -142,19 +142,34 @@ def test_slices_stream_without_full_volume_probabilities(random_model_dir: Path)
     assert growth < 3.5 * extra_voxels  # any float32 volume would add 4 bytes per voxel
 
 
-def test_auto_engine_takes_a_current_model_onnx_only(
-    random_model_dir: Path, tmp_path: Path
+def test_auto_engine_prefers_onnx_runtime(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
+
+    import vetseg.inference.engines as engines
 
     folder = tmp_path / "model"
     shutil.copytree(random_model_dir, folder)
     model, info = load_model(folder)
-    assert make_engine("auto", model, info, model_dir=folder).name == "torch"
+    # No model.onnx: exported in memory, labels as PyTorch does.
+    auto = make_engine("auto", model, info, model_dir=folder, threads=1)
+    assert auto.name == "onnx"
+    assert probability_difference(model, auto, size=32) < 1e-3
     export_onnx(model, info, folder / "model.onnx")
+    exported = []
+    monkeypatch.setattr(engines, "export_onnx_bytes", lambda *a: exported.append(a) or b"")
     assert make_engine("auto", model, info, model_dir=folder, threads=1).name == "onnx"
+    assert exported == []  # the folder's current model.onnx, no new export
     stale = tiny_info(model)
     stale.weights_sha256 = "c" * 64  # the model was retrained after the export
+    monkeypatch.undo()
+    assert make_engine("auto", model, stale, model_dir=folder, threads=1).name == "onnx"
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("this model cannot be exported")
+
+    monkeypatch.setattr(engines, "export_onnx_bytes", broken)
     assert make_engine("auto", model, stale, model_dir=folder).name == "torch"
     with pytest.raises(ModelFileError):  # asked for by name, a stale file is an error
         make_engine("onnx", model, stale, model_dir=folder)
