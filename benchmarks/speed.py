@@ -13,7 +13,9 @@ Measured in one run, on one machine, with the same thread count throughout:
   its activations move (each layer reading its input and writing its output once), its
   arithmetic intensity and the time the memory roofline allows;
 - ``end_to_end``: seconds for a synthetic 512 x 512 x 100 scan through ``vetseg segment``
-  (a fresh process: start-up, model load, read, segment, post-process, report, write);
+  (a fresh process: start-up, model load, read, segment, post-process, report, write), with
+  ONNX Runtime on an exported ``model.onnx``, with the default engine on a model folder that
+  has none (exported in memory first), and with PyTorch eager;
 - ``memory``: peak RSS of ``vetseg segment`` on a synthetic 512 x 512 x 400 scan.
 
 The weights are random (speed does not depend on them; post-processing time does a little,
@@ -395,10 +397,17 @@ def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
     result["onnx_export_seconds"] = round(time.perf_counter() - started, 2)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
+    # A copy without model.onnx: what `vetseg segment` does by default on a model never exported.
+    bare_dir = work / "model_not_exported"
+    save_model(model, bare_dir, info)
+
     def cli(scan: Path, engine: str, name: str) -> list[str]:
+        folder, engine_option = model_dir, ["--engine", engine]
+        if engine == "default":
+            folder, engine_option = bare_dir, []
         return [
-            "segment", str(model_dir), str(scan), "--out", str(work / f"{name}.nii.gz"),
-            "--report", str(work / name), "--engine", engine,
+            "segment", str(folder), str(scan), "--out", str(work / f"{name}.nii.gz"),
+            "--report", str(work / name), *engine_option,
             "--batch-size", str(batch_size), "--threads", str(args.threads),
         ]  # fmt: skip
 
@@ -409,11 +418,12 @@ def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
             "size": size,
             "input": "NIfTI (.nii.gz, int16), label map .nii.gz, report CSV + JSON",
         }
-        for engine in ("onnx", "torch"):
+        for engine in ("onnx", "default", "torch"):
             end_to_end[engine] = run_cli_measured(cli(scan, engine, f"seg_{engine}"), env, work)
-            end_to_end[engine]["steps_in_process"] = in_process_steps(
-                model_dir, scan, work, engine, batch_size, args.threads
-            )
+            if engine != "default":
+                end_to_end[engine]["steps_in_process"] = in_process_steps(
+                    model_dir, scan, work, engine, batch_size, args.threads
+                )
             print(f"end to end ({engine}): {end_to_end[engine]}", flush=True)
         result["end_to_end"] = end_to_end
 

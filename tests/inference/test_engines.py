@@ -173,3 +173,54 @@ def test_auto_engine_prefers_onnx_runtime(
     assert make_engine("auto", model, stale, model_dir=folder).name == "torch"
     with pytest.raises(ModelFileError):  # asked for by name, a stale file is an error
         make_engine("onnx", model, stale, model_dir=folder)
+
+
+def test_an_exported_model_runs_without_building_the_network(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    """With a current model.onnx, loading reads model.json only: no MONAI import (1.5 s) and
+    no network build; the labels are those of the network."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    model, info = load_model(folder)
+    export_onnx(model, info, folder / "model.onnx")
+    code = (
+        "import sys, numpy as np\n"
+        "from vetseg.inference.segmenter import Segmenter\n"
+        f"s = Segmenter.load({str(folder)!r}, engine='auto', threads=1)\n"
+        "labels, _ = s.segment_canonical(np.zeros((2, 32, 32), dtype=np.int16))\n"
+        "print(s.model is None, s.engine.name, 'monai' in sys.modules, labels.shape)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True
+    )
+    assert out.stdout.split("\n")[0] == "True onnx False (2, 32, 32)"
+
+    volume = np.random.default_rng(2).normal(0, 300, (3, 32, 32)).astype(np.float32)
+    fast = Segmenter.load(folder, engine="onnx", threads=1)
+    assert fast.model is None
+    reference = Segmenter(model, info).probabilities_canonical(volume)
+    assert np.abs(fast.probabilities_canonical(volume) - reference).max() < 1e-3
+
+
+def test_a_stale_model_onnx_is_exported_afresh_by_auto_and_refused_by_onnx(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    model, info = load_model(folder)
+    stale = tiny_info(model)
+    stale.weights_sha256 = "d" * 64
+    export_onnx(model, stale, folder / "model.onnx")  # recorded weights differ from model.json
+    auto = Segmenter.load(folder, engine="auto", threads=1)
+    assert auto.engine.name == "onnx" and auto.model is not None  # exported in memory
+    with pytest.raises(ModelFileError, match="other weights"):
+        Segmenter.load(folder, engine="onnx")
+    assert json.loads((folder / "model.json").read_text())["weights_sha256"] == info.weights_sha256

@@ -224,6 +224,19 @@ def check_onnx_matches(engine: OnnxEngine, info: ModelInfo, source: Path) -> Non
         raise ModelFileError(f"{source}: its organs ({organs}) differ from the model's.")
 
 
+def open_onnx(path: Path, info: ModelInfo, threads: int | None = None) -> OnnxEngine:
+    """An :class:`OnnxEngine` of an exported file, checked against ``info``.
+
+    Raises:
+        ModelFileError: no such file, not loadable, or exported from other weights or organs.
+    """
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such ONNX file.")
+    engine = OnnxEngine(path, threads=threads)
+    check_onnx_matches(engine, info, path)
+    return engine
+
+
 def make_engine(
     name: str,
     model: nn.Module,
@@ -266,9 +279,5 @@ def make_engine(
     if candidate is None and model_dir is not None and (model_dir / ONNX_NAME).is_file():
         candidate = model_dir / ONNX_NAME
     if candidate is not None:
-        if not candidate.is_file():
-            raise ModelFileError(f"{candidate}: no such ONNX file.")
-        engine = OnnxEngine(candidate, threads=threads)
-        check_onnx_matches(engine, info, candidate)
-        return engine
+        return open_onnx(candidate, info, threads)
     return OnnxEngine(export_onnx_bytes(model, info), threads=threads)
