@@ -275,8 +275,8 @@ def segment(
     engine: str = typer.Option(
         "auto",
         "--engine",
-        help="onnx (ONNX Runtime), torch, or auto: onnx (MODEL/model.onnx, else exported now), "
-        "torch where that fails.",
+        help="onnx (ONNX Runtime), torch, or auto: onnx on MODEL/model.onnx, else exported now "
+        "for models of 256 x 256 and more; torch for smaller ones.",
     ),
     onnx_file: Path | None = typer.Option(
         None, "--onnx-file", help="Exported model for --engine onnx (default: MODEL/model.onnx)."

@@ -83,8 +83,8 @@ def test_report_uncertainty_and_label_map_agree(model_dir: Path, tmp_path: Path)
     assert liver["volume_ml"] == pytest.approx(volume.size * 0.5 * 0.8 * 2.0 / 1000)
     assert liver["mean_hu"] == pytest.approx(volume.mean(), abs=1e-4)
     assert liver["confidence"] == pytest.approx(1 / (1 + np.exp(-4.0)), abs=0.004)
-    # The default engine, auto, exported the model to ONNX Runtime in memory.
-    assert data["model"]["model_id"] and data["settings"]["engine"] == "onnx"
+    # The default engine, auto, keeps a small model (32 x 32, no model.onnx) in PyTorch.
+    assert data["model"]["model_id"] and data["settings"]["engine"] == "torch"
     assert (tmp_path / "reports" / "case.csv").read_text().startswith("organ,label,voxels")
     uncertainty, _ = read_label(tmp_path / "u.nii.gz", reference=meta, reference_shape=volume.shape)
     assert uncertainty.dtype == np.uint8 and 0 < uncertainty.max() < 30  # p = 0.98 everywhere

@@ -152,7 +152,10 @@ def test_auto_engine_prefers_onnx_runtime(
     folder = tmp_path / "model"
     shutil.copytree(random_model_dir, folder)
     model, info = load_model(folder)
-    # No model.onnx: exported in memory, labels as PyTorch does.
+    # No model.onnx: a small model (32 x 32) stays in PyTorch, where the export does not pay...
+    assert make_engine("auto", model, info, model_dir=folder).name == "torch"
+    # ...a large one is exported in memory, and labels as PyTorch does.
+    monkeypatch.setattr(engines, "AUTO_EXPORT_MIN_SIZE", 32)
     auto = make_engine("auto", model, info, model_dir=folder, threads=1)
     assert auto.name == "onnx"
     assert probability_difference(model, auto, size=32) < 1e-3
@@ -163,7 +166,7 @@ def test_auto_engine_prefers_onnx_runtime(
     assert exported == []  # the folder's current model.onnx, no new export
     stale = tiny_info(model)
     stale.weights_sha256 = "c" * 64  # the model was retrained after the export
-    monkeypatch.undo()
+    monkeypatch.setattr(engines, "export_onnx_bytes", export_onnx_bytes)
     assert make_engine("auto", model, stale, model_dir=folder, threads=1).name == "onnx"
 
     def broken(*args: object) -> bytes:
@@ -208,10 +211,12 @@ def test_an_exported_model_runs_without_building_the_network(
 
 
 def test_a_stale_model_onnx_is_exported_afresh_by_auto_and_refused_by_onnx(
-    random_model_dir: Path, tmp_path: Path
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
     import shutil
+
+    import vetseg.inference.engines as engines
 
     folder = tmp_path / "model"
     shutil.copytree(random_model_dir, folder)
@@ -219,6 +224,9 @@ def test_a_stale_model_onnx_is_exported_afresh_by_auto_and_refused_by_onnx(
     stale = tiny_info(model)
     stale.weights_sha256 = "d" * 64
     export_onnx(model, stale, folder / "model.onnx")  # recorded weights differ from model.json
+    auto = Segmenter.load(folder, engine="auto", threads=1)
+    assert auto.engine.name == "torch" and auto.model is not None  # small: PyTorch
+    monkeypatch.setattr(engines, "AUTO_EXPORT_MIN_SIZE", 32)
     auto = Segmenter.load(folder, engine="auto", threads=1)
     assert auto.engine.name == "onnx" and auto.model is not None  # exported in memory
     with pytest.raises(ModelFileError, match="other weights"):

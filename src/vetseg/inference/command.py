@@ -44,8 +44,8 @@ class SegmentRequest:
         dicom_seg: DICOM Segmentation file (one DICOM series).
         preview_dir: folder for ``<scan>.png`` previews (a folder of scans).
         label_format: label map ending for a folder of scans (``nii.gz``, ``nrrd``, ...).
-        engine: ``auto`` (ONNX Runtime: the folder's current ``model.onnx``, else exported in
-            memory; PyTorch where that fails), ``torch`` or ``onnx``.
+        engine: ``auto`` (ONNX Runtime on the folder's current ``model.onnx``, else exported
+            in memory for input sizes of 256 and more; else PyTorch), ``torch`` or ``onnx``.
         onnx_file: exported model for the ``onnx`` engine.
         batch_size: slices per forward pass (None: by the model's input size, 4 at 512).
         threshold: organ probability threshold.
