@@ -10,6 +10,7 @@ nothing about accuracy, which would need a trained model and real calibration sc
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -57,6 +58,7 @@ def main() -> None:
         stage="bench",
     )
     work = Path(tempfile.mkdtemp(prefix="vetseg-int8-"))
+    os.chdir(work)  # the quantiser leaves temporary files in the working folder
     fp32 = export_onnx(model, info, work / "fp32.onnx")
     quant_pre_process(str(fp32), str(work / "pre.onnx"), skip_symbolic_shape=True)
     int8 = work / "int8.onnx"
