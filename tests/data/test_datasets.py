@@ -281,6 +281,19 @@ def test_split_small_sets_keep_one_val_and_one_test_case(n: int, sizes: tuple) -
     assert tuple(len(splits[k]) for k in ("train", "val", "test")) == sizes
 
 
+def test_split_keeps_seen_cases_in_train_when_enough_new_ones_remain() -> None:
+    ids = [f"c{i}" for i in range(10)]
+    seen = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "elsewhere"]
+    splits = split_by_case(ids, seed=2, keep_in_train=seen)
+    assert tuple(len(splits[k]) for k in ("train", "val", "test")) == (8, 1, 1)
+    assert set(seen[:8]) <= set(splits["train"])  # ids not in the data are ignored
+    assert sorted(splits["val"] + splits["test"]) == ["c8", "c9"]
+    assert split_by_case(ids, seed=2, keep_in_train=seen) == splits  # reproducible
+    # One new case cannot fill val and test: the plain split stands.
+    too_many = [f"c{i}" for i in range(9)]
+    assert split_by_case(ids, seed=2, keep_in_train=too_many) == split_by_case(ids, seed=2)
+
+
 def test_split_rejects_too_few_or_repeated_cases() -> None:
     with pytest.raises(InputError, match="at least 3"):
         split_by_case(["a", "b"], seed=0)

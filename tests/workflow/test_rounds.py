@@ -18,7 +18,7 @@ from vetseg.errors import InputError
 from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
 from vetseg.workflow import rounds as rounds_module
 from vetseg.workflow.correct import correct
-from vetseg.workflow.register import use_model
+from vetseg.workflow.register import set_current, use_model
 from vetseg.workflow.rounds import promote, refine_round
 from vetseg.workflow.workspace import Workspace
 
@@ -26,12 +26,19 @@ from vetseg.workflow.workspace import Workspace
 def _fake_training(head_bias: tuple[float, float]) -> Any:
     """Stand-in for training: the parent's weights with a fixed head, a real 8:1:1 split."""
 
-    def train(parent_path: Path, dataset: Any, out: Path, config: Any, progress: bool) -> None:
+    def train(
+        parent_path: Path,
+        dataset: Any,
+        out: Path,
+        config: Any,
+        progress: bool,
+        keep_in_train: Any = (),
+    ) -> None:
         model, parent = load_model(parent_path)
         with torch.no_grad():
             model.head.weight.zero_()
             model.head.bias.copy_(torch.tensor(head_bias))
-        split = split_by_case(dataset.case_ids, seed=config.seed)
+        split = split_by_case(dataset.case_ids, seed=config.seed, keep_in_train=keep_in_train)
         write_splits(out / "train" / "splits.json", split)
         info = ModelInfo(
             model_id=new_model_id("refine"),
@@ -91,6 +98,35 @@ def test_new_model_becomes_current_only_if_not_worse_on_the_same_cases(
         (row,) = ws.db.execute("SELECT status, val_cases FROM rounds").fetchall()
         assert row[0] == ("promoted" if promoted else "kept")
         assert json.loads(row[1]) == result.val_cases and len(result.val_cases) == 1
+
+
+def test_validation_cases_are_new_to_the_parent_and_its_ancestors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = make_workspace(tmp_path, labelled=4, unlabelled=4, with_model=False)
+    info = tiny_model(tmp_path / "parent")
+    info.training = {"split": {"train": ["lab0", "lab1"], "val": ["lab2"], "test": ["lab3"]}}
+    (tmp_path / "parent" / "model.json").write_text(json.dumps(info.to_json()))
+    monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "parent")
+        for case_id in ("new0", "new1"):
+            correct(ws, case_id, setup.truth[case_id])
+        first = refine_round(ws)
+        assert rounds_module.seen_cases(ws, first.parent_id) == ["lab0", "lab1", "lab2"]
+        split = ws.model(first.model_id).split
+        assert {"lab0", "lab1", "lab2"} <= set(split["train"])
+        assert not {"lab0", "lab1", "lab2"} & set(split["val"] + split["test"])
+        assert "too few new cases" not in ws.model(first.model_id).note
+        # The next round: what the first round's model and its parent saw stays in train.
+        for case_id in ("new2", "new3"):
+            correct(ws, case_id, setup.truth[case_id])
+        set_current(ws, first.model_id)  # whether or not the rule promoted it
+        second = refine_round(ws)
+        seen = set(rounds_module.seen_cases(ws, first.model_id))
+        assert seen == {"lab0", "lab1", "lab2", *split["train"], *split["val"]}
+        new_split = ws.model(second.model_id).split
+        assert not seen & set(new_split["val"] + new_split["test"])
 
 
 def test_refine_needs_three_training_cases(tmp_path: Path) -> None:

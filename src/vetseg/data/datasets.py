@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -425,7 +425,11 @@ def load_case(dataset: CaseDataset, case: Case, orientation: str = "LPS") -> Loa
 
 # --------------------------------------------------------------------------- splits
 def split_by_case(
-    case_ids: Sequence[str], seed: int, ratios: Sequence[float] = (8, 1, 1)
+    case_ids: Sequence[str],
+    seed: int,
+    ratios: Sequence[float] = (8, 1, 1),
+    *,
+    keep_in_train: Collection[str] = (),
 ) -> dict[str, list[str]]:
     """Split cases (never slices) into train, val and test, reproducibly.
 
@@ -434,10 +438,16 @@ def split_by_case(
     So 50 cases give 40/5/5, 10 give 8/1/1, 5 give 3/1/1 and 3 give 1/1/1. The order of
     ``case_ids`` does not matter: they are sorted before the seeded shuffle.
 
+    ``keep_in_train``: cases a model already learnt from (a refine round's parent trained or
+    selected its epoch on them). They go to train, and val and test are drawn from the other
+    cases, so that neither scores a model on what its parent saw; when too few other cases
+    remain for val and test, the plain split is returned (check with ``set(val) & keep``).
+
     Args:
         case_ids: distinct case ids.
         seed: shuffle seed; the same ids and seed give the same split.
         ratios: train : val : test.
+        keep_in_train: ids to keep in train when possible (ids not in ``case_ids`` are ignored).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each list sorted.
@@ -465,6 +475,17 @@ def split_by_case(
     n_train = n - n_val - n_test
     if n_train < 1:
         raise InputError(f"split ratios {tuple(ratios)} leave no training case out of {n}.")
+    kept = [c for c in ids if c in set(keep_in_train)]
+    if kept and n - len(kept) >= n_val + n_test:
+        others = [c for c in ids if c not in set(kept)]
+        order = np.random.default_rng(seed).permutation(len(others))
+        shuffled = [others[i] for i in order]
+        held = shuffled[: n_val + n_test]
+        return {
+            "train": sorted(kept + shuffled[n_val + n_test :]),
+            "val": sorted(held[:n_val]),
+            "test": sorted(held[n_val:]),
+        }
     order = np.random.default_rng(seed).permutation(n)
     shuffled = [ids[i] for i in order]
     return {

@@ -43,10 +43,13 @@ def prepare_data(
     seed: int,
     splits_path: Path,
     ratios: tuple[int, int, int] = (8, 1, 1),
+    keep_in_train: Sequence[str] = (),
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
     ``data`` is a dataset folder or an already opened ``CaseDataset`` (e.g. a workspace's cases).
+    ``keep_in_train``: cases to keep out of val and test when enough others remain (see
+    :func:`vetseg.data.datasets.split_by_case`).
 
     Raises:
         InputError: when the dataset has no labelled case or too few for the split.
@@ -61,7 +64,9 @@ def prepare_data(
     if splits_path.is_file():
         splits = read_splits(splits_path)
     else:
-        splits = split_by_case([c.case_id for c in labelled], seed=seed, ratios=ratios)
+        splits = split_by_case(
+            [c.case_id for c in labelled], seed=seed, ratios=ratios, keep_in_train=keep_in_train
+        )
         _write_splits(splits_path, splits)
     by_id = {c.case_id: c for c in labelled}
     missing = [cid for part in splits.values() for cid in part if cid not in by_id]
@@ -226,6 +231,7 @@ def refine(
     progress: bool = True,
     ratios: tuple[int, int, int] = (8, 1, 1),
     stage: str = "refine",
+    keep_in_train: Sequence[str] = (),
 ) -> ModelInfo:
     """S103: retrain an animal model on old + corrected cases (refine-round defaults).
 
@@ -241,6 +247,8 @@ def refine(
         progress: show a progress bar.
         ratios: split of the cases (a new 8:1:1 split of the m + n cases by default).
         stage: the stage name recorded in model.json.
+        keep_in_train: cases the parent's lineage trained or selected on: kept in train so
+            that validation and test cases are new to the parent when enough remain.
     """
     out = Path(out)
     model, parent = load_model(Path(parent_model))
@@ -251,7 +259,9 @@ def refine(
         config, preprocess=dataclasses.replace(config.preprocess, size=parent.preprocess.size)
     )
     model.train()
-    prepared = prepare_data(data, parent.organs, config.seed, out / "train" / "splits.json", ratios)
+    prepared = prepare_data(
+        data, parent.organs, config.seed, out / "train" / "splits.json", ratios, keep_in_train
+    )
     _, record = _fit(model, prepared, parent.organs, config, out, resume, progress)
     info = ModelInfo(
         model_id=new_model_id(stage),

@@ -10,9 +10,12 @@ Promotion rule
     The parent and the new model are scored with the same function (mean Dice over organs and
     cases, at model resolution) on the same cases: the new split's validation cases. The new
     model becomes current only if its Dice is at least the parent's; otherwise it is kept and
-    registered, not promoted, and the command says so. Note that the parent may have trained
-    on some of those validation cases in an earlier round, which favours the parent: the rule
-    errs on the side of keeping a model that works.
+    registered, not promoted, and the command says so. The split keeps every case the parent
+    or its ancestors trained on or selected their epoch with in train (:func:`seen_cases`), so
+    the validation and test cases are new to the parent and the comparison is fair. Only when
+    too few new cases remain for them does the plain split stand; the parent may then have
+    seen some validation cases, which favours it (the rule errs on the side of keeping a model
+    that works), and the round's note says so.
 
 Interruptions
     The round (its parent, output folder and the label file of every case, pinned) is recorded
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +114,48 @@ def compare_on_validation(
     return out[0], out[1]
 
 
-def _train(parent_path: Path, dataset: Any, out: Path, config: StageConfig, progress: bool) -> None:
+def _train(
+    parent_path: Path,
+    dataset: Any,
+    out: Path,
+    config: StageConfig,
+    progress: bool,
+    keep_in_train: Sequence[str] = (),
+) -> None:
     """Train the round's model (resuming from ``out/train``'s checkpoint when there is one)."""
     from vetseg.training.stages import refine
 
-    refine(parent_path, dataset, out, config, resume=True, progress=progress, ratios=(8, 1, 1))
+    refine(
+        parent_path,
+        dataset,
+        out,
+        config,
+        resume=True,
+        progress=progress,
+        ratios=(8, 1, 1),
+        keep_in_train=keep_in_train,
+    )
+
+
+def seen_cases(workspace: Workspace, model_id: str) -> list[str]:
+    """Cases ``model_id`` or any ancestor in the workspace trained on or validated with.
+
+    Read from each model's recorded split (train and val); a model without one (trained
+    elsewhere) adds nothing, and the walk stops at a parent the workspace does not hold.
+    """
+    seen: set[str] = set()
+    visited: set[str] = set()
+    current: str | None = model_id
+    while current is not None and current not in visited:
+        visited.add(current)
+        try:
+            record = workspace.model(current)
+        except InputError:
+            break
+        for part in ("train", "val"):
+            seen.update(str(c) for c in record.split.get(part, []))
+        current = record.parent
+    return sorted(seen)
 
 
 def refine_round(
@@ -197,8 +238,9 @@ def refine_round(
         dataset = workspace.dataset(labels, parent_info.organs)
         base = config or workspace.settings.refine_config()
         train_config = dataclasses.replace(base, preprocess=parent_info.preprocess)
+        seen = seen_cases(workspace, parent.model_id)
         if not (out / "model.json").is_file():
-            _train(parent_path, dataset, out, train_config, progress)
+            _train(parent_path, dataset, out, train_config, progress, keep_in_train=seen)
         info = read_model_info(out)
         split = read_splits(out / "train" / "splits.json")
         parent_dice, new_dice = compare_on_validation(parent_path, out, dataset, split["val"])
@@ -209,6 +251,12 @@ def refine_round(
             else f"round {number}: not promoted, validation Dice {new_dice:.3f} < parent's "
             f"{parent_dice:.3f} on the same cases"
         )
+        familiar = sorted(set(split["val"]) & set(seen))
+        if familiar:
+            note += (
+                f" (too few new cases: the parent saw {len(familiar)} of the "
+                f"{len(split['val'])} validation case(s))"
+            )
         info.training = {**info.training, "cases": labels}
         with workspace.transaction():
             if (
@@ -272,4 +320,11 @@ def rounds(workspace: Workspace) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["RoundResult", "compare_on_validation", "promote", "refine_round", "rounds"]
+__all__ = [
+    "RoundResult",
+    "compare_on_validation",
+    "promote",
+    "refine_round",
+    "rounds",
+    "seen_cases",
+]
