@@ -96,9 +96,10 @@ def uncertainty_percent(probability: np.ndarray) -> np.ndarray:
 def default_batch_size(size: int) -> int:
     """Slices per forward pass for ``size x size`` input: about a million pixels, 1 to 16.
 
-    The network's activations dominate memory: at 512 x 512 one slice needs about 330 MB in
-    PyTorch or ONNX Runtime (measured: 1.6 GB peak for 4 slices, 2.8 GB for 8), so 4 slices
-    keep a 400-slice scan under the 3 GB goal, and bigger batches barely run faster on a CPU.
+    The network's activations dominate memory: at 512 x 512 ONNX Runtime's working memory is
+    about 0.3 GB for 2 slices and 0.9 GB for 4 (benchmarks/speed.py: a 400-slice scan peaks at
+    2.0 GB with ONNX Runtime, 2.2 GB with PyTorch), and bigger batches barely run faster on a
+    CPU.
     """
     return max(1, min(16, 2**20 // (size * size)))
 
@@ -124,7 +125,7 @@ class Segmenter:
             network itself is not needed (see :meth:`load`).
         info: its model.json description.
         batch_size: slices per forward pass (None: :func:`default_batch_size` of the model's
-            input size, 4 at 512 x 512, which keeps the engine under about 1.7 GB).
+            input size, 4 at 512 x 512).
         threshold: probability above which a voxel belongs to an organ; where several organs
             pass, the most probable wins.
         engine: what runs the network (default: PyTorch eager on ``model``).
