@@ -204,3 +204,24 @@ def test_config_values_are_validated() -> None:
     assert StageConfig.transfer().freeze_epochs == 50
     assert (StageConfig.refine().epochs, StageConfig.refine().freeze_epochs) == (30, 20)
     assert np.isclose(StageConfig.human().tversky_alpha, 0.5)
+
+
+@pytest.mark.slow
+def test_transfer_builds_the_refine_module_asked_for(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from vetseg.config import PreprocessConfig, StageConfig
+    from vetseg.models.files import load_model
+    from vetseg.training.stages import transfer
+
+    config = StageConfig.transfer(
+        epochs=1, freeze_epochs=0, batch_size=4, steps_per_epoch=1, extend=0,
+        preprocess=PreprocessConfig(size=64),
+    )  # fmt: skip
+    info = transfer(
+        trained["human"], trained["rabbit"], tmp_path / "m", config, expand=2, progress=False
+    )
+    assert info.architecture["expand"] == 2
+    model, _ = load_model(tmp_path / "m")
+    first = model.refine[0]
+    assert first.expand[0].out_channels == 2 * first.expand[0].in_channels == 32

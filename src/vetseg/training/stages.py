@@ -173,6 +173,7 @@ def transfer(
     *,
     organs: Sequence[str] | None = None,
     refine_blocks: int = 2,
+    expand: int = 4,
     attention: str = "scse",
     from_scratch: bool = False,
     resume: bool = False,
@@ -182,7 +183,8 @@ def transfer(
     """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
 
     With ``from_scratch`` the same architecture starts from random weights (the baseline): no
-    transferred weights and no frozen epochs.
+    transferred weights and no frozen epochs. ``refine_blocks``, ``expand`` and ``attention``
+    shape the new scSE-MobileNetV3 module (its blocks, their expansion ratio and attention).
     """
     from vetseg.models.animal import AnimalOrganNet
     from vetseg.models.human import HumanOrganNet
@@ -201,7 +203,11 @@ def transfer(
         human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
         config = dataclasses.replace(config, freeze_epochs=0)
     model = AnimalOrganNet.from_human(
-        human, n_organs=len(organs), refine_blocks=refine_blocks, attention=attention
+        human,
+        n_organs=len(organs),
+        refine_blocks=refine_blocks,
+        expand=expand,
+        attention=attention,
     )
     prepared = prepare_data(data, organs, config.seed, out / "train" / "splits.json", ratios)
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
