@@ -1,0 +1,133 @@
+"""A cheaper refinement module? Expansion ratio 4 (default) vs 2: speed at 512, Dice on the demo.
+
+Usage: python benchmarks/refine_expand.py [--demo demo_out] [--out FILE.json]
+
+1. Speed: the animal model at 512 x 512 (random weights, batches of 4, 2 threads) with the
+   scSE-MobileNetV3 module at expansion 4 and 2, exported to ONNX and run by ONNX Runtime in one
+   process, interleaved, 6 batches each: median slices/s and GFLOP per slice.
+2. Dice: the demo's transfer (shipped human phantom model -> rabbit phantoms, the demo's
+   settings and seed) trained once per expansion ratio, evaluated on the demo's held-out
+   rabbits. Needs the data of a finished ``vetseg demo --out DIR`` (about 3 min per model).
+
+One seed on synthetic phantoms: a first look, not a decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vetseg.config import PreprocessConfig
+from vetseg.fileutil import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EXPANDS = (4, 2)
+
+
+def speed(threads: int = 2, batch: int = 4, size: int = 512) -> dict[str, dict[str, float]]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vetseg.inference.engines import OnnxEngine, export_onnx_bytes
+    from vetseg.models import AnimalOrganNet, HumanOrganNet
+    from vetseg.models.files import ModelInfo, new_model_id
+
+    torch.manual_seed(0)
+    human = HumanOrganNet(7)
+    engines, gflop = {}, {}
+    for expand in EXPANDS:
+        model = AnimalOrganNet.from_human(human, 7, expand=expand).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 1, size, size))
+        gflop[expand] = counter.get_total_flops() / 1e9
+        info = ModelInfo(
+            model_id=new_model_id("bench"),
+            architecture=model.architecture(),
+            organs=tuple("abcdefg"),
+            preprocess=PreprocessConfig(size=size),
+            stage="bench",
+        )
+        engines[expand] = OnnxEngine(export_onnx_bytes(model, info), threads=threads)
+    x = np.random.default_rng(0).standard_normal((batch, 1, size, size), np.float32)
+    times: dict[int, list[float]] = {e: [] for e in EXPANDS}
+    for engine in engines.values():
+        engine(x)
+    for _ in range(6):
+        for expand, engine in engines.items():
+            started = time.perf_counter()
+            engine(x)
+            times[expand].append(time.perf_counter() - started)
+    return {
+        f"expand_{e}": {
+            "slices_per_s": round(batch / statistics.median(times[e]), 2),
+            "gflop_per_slice": round(gflop[e], 2),
+        }
+        for e in EXPANDS
+    }
+
+
+def dice(demo: Path) -> dict[str, dict[str, float]]:
+    from vetseg.demo import DemoConfig, shipped_human_model
+    from vetseg.training.stages import evaluate, transfer
+
+    config = DemoConfig()
+    human_model = shipped_human_model()
+    if human_model is None:
+        raise SystemExit("the shipped human phantom model is missing")
+    labelled, heldout = demo / "data" / "rabbit_labelled", demo / "data" / "rabbit_heldout"
+    if not (labelled / "dataset.json").is_file() or not (heldout / "dataset.json").is_file():
+        raise SystemExit(f"{demo}: run `vetseg demo --out {demo}` first (its data is used here)")
+    from vetseg.models.files import read_model_info
+
+    size = read_model_info(human_model).preprocess.size
+    animal = dataclasses.replace(
+        config.animal, preprocess=dataclasses.replace(config.animal.preprocess, size=size)
+    )
+    work = Path(tempfile.mkdtemp(prefix="vetseg-expand-"))
+    out: dict[str, dict[str, float]] = {}
+    for expand in EXPANDS:
+        started = time.perf_counter()
+        transfer(
+            human_model,
+            labelled,
+            work / f"expand_{expand}",
+            animal,
+            expand=expand,
+            progress=False,
+            ratios=(config.labelled - 1, 1, 0),
+        )
+        result = evaluate(work / f"expand_{expand}", heldout)
+        out[f"expand_{expand}"] = {
+            "heldout_mean_dice": round(result["mean_dice"], 3),
+            "per_organ": {k: round(v, 3) for k, v in result["per_organ"].items()},
+            "training_s": round(time.perf_counter() - started, 1),
+        }
+        print(f"expand {expand}: {out[f'expand_{expand}']}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--demo", type=Path, default=Path("demo_out"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "refine_expand.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    result = {
+        "command": "python benchmarks/refine_expand.py",
+        "note": "one seed, synthetic phantoms, random weights for speed",
+        "speed_onnxruntime_512": speed(),
+    }
+    print(result["speed_onnxruntime_512"], flush=True)
+    result["demo_transfer"] = dice(args.demo)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
