@@ -13,22 +13,13 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+from benchcommon import bench_model
 
-from vetseg.config import PreprocessConfig
 from vetseg.inference.engines import export_onnx_bytes
-from vetseg.models import AnimalOrganNet, HumanOrganNet
-from vetseg.models.files import ModelInfo, new_model_id
 
 
 def main(mode: str) -> None:
-    model = AnimalOrganNet.from_human(HumanOrganNet(7), 7).eval()
-    info = ModelInfo(
-        model_id=new_model_id("bench"),
-        architecture=model.architecture(),
-        organs=tuple("abcdefg"),
-        preprocess=PreprocessConfig(size=512),
-        stage="bench",
-    )
+    model, info = bench_model()
     blob = export_onnx_bytes(model, info)
     del model
     options = ort.SessionOptions()

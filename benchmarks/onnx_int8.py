@@ -11,20 +11,16 @@ nothing about accuracy, which would need a trained model and real calibration sc
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from benchcommon import bench_model, interleaved_medians
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from vetseg.config import PreprocessConfig
 from vetseg.inference.engines import export_onnx
-from vetseg.models import AnimalOrganNet, HumanOrganNet
-from vetseg.models.files import ModelInfo, new_model_id
 
 BATCH, SIZE = 4, 512
 
@@ -49,14 +45,7 @@ def session(path: Path) -> ort.InferenceSession:
 
 
 def main() -> None:
-    model = AnimalOrganNet.from_human(HumanOrganNet(7), 7).eval()
-    info = ModelInfo(
-        model_id=new_model_id("bench"),
-        architecture=model.architecture(),
-        organs=tuple("abcdefg"),
-        preprocess=PreprocessConfig(size=SIZE),
-        stage="bench",
-    )
+    model, info = bench_model(SIZE)
     work = Path(tempfile.mkdtemp(prefix="vetseg-int8-"))
     os.chdir(work)  # the quantiser leaves temporary files in the working folder
     fp32 = export_onnx(model, info, work / "fp32.onnx")
@@ -73,15 +62,10 @@ def main() -> None:
     )
     sessions = {"fp32": session(fp32), "int8": session(int8)}
     feed = {"image": np.random.default_rng(0).standard_normal((BATCH, 1, SIZE, SIZE), np.float32)}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for s in sessions.values():
-        s.run(None, feed)
-    for _ in range(6):
-        for name, s in sessions.items():
-            started = time.perf_counter()
-            s.run(None, feed)
-            times[name].append(time.perf_counter() - started)
-    rate = {name: BATCH / statistics.median(t) for name, t in times.items()}
+    medians = interleaved_medians(
+        {name: lambda s=session: s.run(None, feed) for name, session in sessions.items()}, 6
+    )
+    rate = {name: BATCH / seconds for name, seconds in medians.items()}
     print(
         f"fp32 {rate['fp32']:.2f} slices/s, int8 {rate['int8']:.2f} slices/s, "
         f"int8/fp32 {rate['int8'] / rate['fp32']:.2f}"

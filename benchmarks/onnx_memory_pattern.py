@@ -9,28 +9,15 @@ Prints the median seconds per batch of each and their ratio. vetseg turns the pa
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 import onnxruntime as ort
+from benchcommon import bench_model, interleaved_medians
 
-from vetseg.config import PreprocessConfig
 from vetseg.inference.engines import export_onnx_bytes
-from vetseg.models import AnimalOrganNet, HumanOrganNet
-from vetseg.models.files import ModelInfo, new_model_id
 
 
 def main() -> None:
-    model = AnimalOrganNet.from_human(HumanOrganNet(7), 7).eval()
-    info = ModelInfo(
-        model_id=new_model_id("bench"),
-        architecture=model.architecture(),
-        organs=tuple("abcdefg"),
-        preprocess=PreprocessConfig(size=512),
-        stage="bench",
-    )
-    blob = export_onnx_bytes(model, info)
+    blob = export_onnx_bytes(*bench_model())
     sessions = {}
     for pattern in (True, False):
         options = ort.SessionOptions()
@@ -38,15 +25,10 @@ def main() -> None:
         options.enable_mem_pattern = pattern
         sessions[pattern] = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     feed = {"image": np.random.default_rng(0).standard_normal((4, 1, 512, 512), np.float32)}
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for session in sessions.values():
-        session.run(None, feed)
-    for _ in range(8):
-        for pattern, session in sessions.items():
-            started = time.perf_counter()
-            session.run(None, feed)
-            times[pattern].append(time.perf_counter() - started)
-    on, off = statistics.median(times[True]), statistics.median(times[False])
+    medians = interleaved_medians(
+        {pattern: lambda s=session: s.run(None, feed) for pattern, session in sessions.items()}, 8
+    )
+    on, off = medians[True], medians[False]
     print(f"memory pattern on: {on:.3f} s per batch of 4; off: {off:.3f} s; off/on {off / on:.2f}")
 
 

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchcommon import bench_model, interleaved_medians
 
-from vetseg.config import PreprocessConfig
 from vetseg.fileutil import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,37 +34,22 @@ def speed(threads: int = 2, batch: int = 4, size: int = 512) -> dict[str, dict[s
     from torch.utils.flop_counter import FlopCounterMode
 
     from vetseg.inference.engines import OnnxEngine, export_onnx_bytes
-    from vetseg.models import AnimalOrganNet, HumanOrganNet
-    from vetseg.models.files import ModelInfo, new_model_id
+    from vetseg.models import HumanOrganNet
 
     torch.manual_seed(0)
     human = HumanOrganNet(7)
     engines, gflop = {}, {}
     for expand in EXPANDS:
-        model = AnimalOrganNet.from_human(human, 7, expand=expand).eval()
+        model, info = bench_model(size, expand=expand, human=human)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.zeros(1, 1, size, size))
         gflop[expand] = counter.get_total_flops() / 1e9
-        info = ModelInfo(
-            model_id=new_model_id("bench"),
-            architecture=model.architecture(),
-            organs=tuple("abcdefg"),
-            preprocess=PreprocessConfig(size=size),
-            stage="bench",
-        )
         engines[expand] = OnnxEngine(export_onnx_bytes(model, info), threads=threads)
     x = np.random.default_rng(0).standard_normal((batch, 1, size, size), np.float32)
-    times: dict[int, list[float]] = {e: [] for e in EXPANDS}
-    for engine in engines.values():
-        engine(x)
-    for _ in range(6):
-        for expand, engine in engines.items():
-            started = time.perf_counter()
-            engine(x)
-            times[expand].append(time.perf_counter() - started)
+    medians = interleaved_medians({e: lambda f=engines[e]: f(x) for e in EXPANDS}, 6)
     return {
         f"expand_{e}": {
-            "slices_per_s": round(batch / statistics.median(times[e]), 2),
+            "slices_per_s": round(batch / medians[e], 2),
             "gflop_per_slice": round(gflop[e], 2),
         }
         for e in EXPANDS

@@ -142,16 +142,22 @@ def test_slices_stream_without_full_volume_probabilities(random_model_dir: Path)
     assert growth < 3.5 * extra_voxels  # any float32 volume would add 4 bytes per voxel
 
 
+def _own_copy(model_dir: Path, tmp_path: Path) -> tuple[Path, torch.nn.Module, object]:
+    """A copy of a saved model folder that a test may add files to, and its loaded model."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    model, info = load_model(folder)
+    return folder, model, info
+
+
 def test_auto_engine_prefers_onnx_runtime(
     random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
     import vetseg.inference.engines as engines
 
-    folder = tmp_path / "model"
-    shutil.copytree(random_model_dir, folder)
-    model, info = load_model(folder)
+    folder, model, info = _own_copy(random_model_dir, tmp_path)
     # No model.onnx: a small model (32 x 32) stays in PyTorch, where the export does not pay...
     assert make_engine("auto", model, info, model_dir=folder).name == "torch"
     # ...a large one is exported in memory, and labels as PyTorch does.
@@ -183,13 +189,10 @@ def test_an_exported_model_runs_without_building_the_network(
 ) -> None:
     """With a current model.onnx, loading reads model.json only: no MONAI import (1.5 s) and
     no network build; the labels are those of the network."""
-    import shutil
     import subprocess
     import sys
 
-    folder = tmp_path / "model"
-    shutil.copytree(random_model_dir, folder)
-    model, info = load_model(folder)
+    folder, model, info = _own_copy(random_model_dir, tmp_path)
     export_onnx(model, info, folder / "model.onnx")
     code = (
         "import sys, numpy as np\n"
@@ -214,13 +217,10 @@ def test_a_stale_model_onnx_is_exported_afresh_by_auto_and_refused_by_onnx(
     random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
-    import shutil
 
     import vetseg.inference.engines as engines
 
-    folder = tmp_path / "model"
-    shutil.copytree(random_model_dir, folder)
-    model, info = load_model(folder)
+    folder, model, info = _own_copy(random_model_dir, tmp_path)
     stale = tiny_info(model)
     stale.weights_sha256 = "d" * 64
     export_onnx(model, stale, folder / "model.onnx")  # recorded weights differ from model.json
