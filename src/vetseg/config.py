@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,11 +27,22 @@ class PreprocessConfig:
         size: in-plane size (pixels) of the model input; slices are resized to size x size.
         orientation: canonical orientation (ITK code) the scan is turned to before slicing, so
             that axis 0 runs along the body's long axis whatever the order on disk.
+        spacing: in-plane pixel size of the model in mm. Set: every axial slice is resampled
+            to it, and ``size`` is the tile the network sees (padded, or covered by
+            overlapping tiles); a slice's millimetres, not its matrix, decide how large organs
+            look. None: the legacy behaviour of models made before vetseg 0.2, every slice
+            squashed to ``size x size`` whatever its field of view.
+        intensity: ``(mean, std)`` of the window-clipped intensities inside the labelled
+            organs of the training data (nnU-Net's CT normalisation): input = (clip - mean) /
+            std, the same for every slice and scan. None: the legacy per-slice zero mean and
+            unit variance, which depends on how much air the field of view holds.
     """
 
     window: tuple[float, float] = (-1000.0, 1000.0)
     size: int = 512
     orientation: str = "LPS"
+    spacing: float | None = None
+    intensity: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.window[0] >= self.window[1]:
@@ -39,6 +51,17 @@ class PreprocessConfig:
             )
         if self.size < 32 or self.size % 32:
             raise InputError(f"input size {self.size} must be a multiple of 32 and at least 32.")
+        if self.spacing is not None and not (math.isfinite(self.spacing) and self.spacing > 0):
+            raise InputError(
+                f"model pixel spacing must be a positive number of mm, got {self.spacing}."
+            )
+        if self.intensity is not None and not self.intensity[1] > 0:
+            raise InputError(f"intensity scale must be positive, got {self.intensity}.")
+
+    @property
+    def physical(self) -> bool:
+        """True when the model works at a fixed pixel spacing (``spacing`` is set)."""
+        return self.spacing is not None
 
 
 @dataclass(frozen=True)
@@ -166,7 +189,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for name, value in data.items():
         if name in nested and isinstance(value, dict):
             value = from_dict(nested[name], value)
-        elif name == "window" and isinstance(value, list):
+        elif name in ("window", "intensity") and isinstance(value, list):
             value = tuple(float(v) for v in value)
         kwargs[name] = value
     return cls(**kwargs)  # type: ignore[return-value]

@@ -14,6 +14,11 @@ steps here, and nowhere else, is what keeps the two sides from drifting apart.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
@@ -152,3 +157,255 @@ def resize_probabilities_back(
     with torch.no_grad():
         out = _interpolate(tensor.float(), (int(shape[0]), int(shape[1])), order=1)
     return out.numpy() if is_numpy else out
+
+
+# =========================================================================== physical scale
+# A model with ``PreprocessConfig.spacing`` set works in millimetres: every axial slice is
+# resampled to the model's pixel spacing (:func:`to_model_grid`), normalised with fixed
+# intensity statistics, and the network sees ``size x size`` tiles of it (:func:`tiled_logits`:
+# one padded tile when the slice is smaller, overlapping tiles blended with a Gaussian weight
+# when it is larger). Logits go back to the slice's own grid with the exact inverse scale
+# (:func:`logits_to_native`). Training samples ``size x size`` crops of the same resampled
+# slices (:mod:`vetseg.data.slices`), validation and inference use the same tiling: one
+# definition of model input for both sides.
+
+#: Smallest overlap between neighbouring tiles, as a fraction of the tile.
+TILE_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """How a scan's in-plane grid maps onto the model's pixel grid.
+
+    Attributes:
+        native: ``(h, w)`` of the scan's axial slices.
+        shape: ``(H, W)`` of the slices on the model grid.
+        scale: ``(sy, sx)`` model pixels per native pixel (native spacing / model spacing);
+            None for a legacy model, whose slices are squashed to ``size x size``.
+    """
+
+    native: tuple[int, int]
+    shape: tuple[int, int]
+    scale: tuple[float, float] | None
+
+
+def inplane_spacing(spacing_xyz: Sequence[float]) -> tuple[float, float]:
+    """``(y, x)`` pixel size in mm of axial slices ``[z, y, x]`` from an ``(x, y, z)`` spacing."""
+    return float(spacing_xyz[1]), float(spacing_xyz[0])
+
+
+def model_grid(
+    native: tuple[int, int], spacing_yx: tuple[float, float], preprocess: PreprocessConfig
+) -> ModelGrid:
+    """The model grid of slices of ``native`` pixels at ``spacing_yx`` mm.
+
+    Raises:
+        InputError: a non-positive spacing, or a slice that would need over 16384 model pixels
+            along an axis (a header with a wrong spacing; refused before allocating).
+    """
+    h, w = int(native[0]), int(native[1])
+    if preprocess.spacing is None:
+        return ModelGrid((h, w), (preprocess.size, preprocess.size), None)
+    if not all(math.isfinite(s) and s > 0 for s in spacing_yx):
+        raise InputError(f"pixel spacing {spacing_yx} mm is not a positive number.")
+    scale = (spacing_yx[0] / preprocess.spacing, spacing_yx[1] / preprocess.spacing)
+    shape = (max(1, int(math.floor(h * scale[0]))), max(1, int(math.floor(w * scale[1]))))
+    if max(shape) > 16384:
+        raise InputError(
+            f"a {h} x {w} slice at {spacing_yx[0]:g} x {spacing_yx[1]:g} mm would be"
+            f" {shape[0]} x {shape[1]} pixels at the model's {preprocess.spacing:g} mm: check"
+            " the scan's spacing."
+        )
+    return ModelGrid((h, w), shape, scale)
+
+
+def normalize_intensity(volume: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+    """Model intensities of ``[z, y, x]`` (HU or the window's units), float32.
+
+    With ``preprocess.intensity`` set: clip to the window, subtract the mean and divide by the
+    standard deviation of the training foreground: the same mapping for every slice, so padding
+    a scan with air or cropping it changes nothing. Without: :func:`normalize_slices`.
+    """
+    if preprocess.intensity is None:
+        return normalize_slices(volume, preprocess.window)
+    if volume.ndim != 3:
+        raise InputError(f"expected a 3D volume [z, y, x], got an array of shape {volume.shape}.")
+    low, high = preprocess.window
+    mean, std = preprocess.intensity
+    out = np.clip(volume.astype(np.float32, copy=True), low, high)
+    out -= np.float32(mean)
+    out /= np.float32(std)
+    return out
+
+
+def pad_value(preprocess: PreprocessConfig) -> float:
+    """The model intensity of air (the window's low end): what padding around a slice holds."""
+    if preprocess.intensity is None:
+        return 0.0
+    return float((preprocess.window[0] - preprocess.intensity[0]) / preprocess.intensity[1])
+
+
+def _scale_slices(
+    slices: torch.Tensor, scale: tuple[float, float], out_shape: tuple[int, int], order: int
+) -> torch.Tensor:
+    """Resample ``[n, c, h, w]`` by ``scale`` (output pixels per input pixel) to ``out_shape``.
+
+    The scale itself, not the ratio of the shapes, maps coordinates (output pixel centre ``i``
+    samples input position ``(i + 0.5) / scale - 0.5``), so a slice and the same slice padded
+    with air land on the same model pixels, and the way back is the exact inverse. Rows or
+    columns the floor of ``h * scale`` left out are filled by repeating the edge.
+    """
+    if order not in (0, 1):
+        raise InputError(f"interpolation order must be 0 (nearest) or 1 (linear), got {order}.")
+    out = []
+    for start in range(0, slices.shape[0], _CHUNK):
+        chunk = slices[start : start + _CHUNK]
+        if scale == (1.0, 1.0):
+            resized = chunk
+        elif order == 0:
+            resized = F.interpolate(
+                chunk, scale_factor=scale, mode="nearest-exact", recompute_scale_factor=False
+            )
+        else:
+            resized = F.interpolate(
+                chunk,
+                scale_factor=scale,
+                mode="bilinear",
+                align_corners=False,
+                antialias=scale[0] < 1.0 or scale[1] < 1.0,
+                recompute_scale_factor=False,
+            )
+        dh = out_shape[0] - resized.shape[-2]
+        dw = out_shape[1] - resized.shape[-1]
+        if dh < 0 or dw < 0:
+            resized = resized[..., : out_shape[0], : out_shape[1]]
+        if dh > 0 or dw > 0:
+            resized = F.pad(resized, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate")
+        out.append(resized)
+    if not out:
+        return slices.new_zeros((0, *slices.shape[1:-2], *out_shape))
+    return torch.cat(out, dim=0)
+
+
+def to_model_grid(
+    slices_hu: np.ndarray, spacing_yx: tuple[float, float], preprocess: PreprocessConfig
+) -> tuple[np.ndarray, ModelGrid]:
+    """Model input of axial slices: normalised intensities on the model's pixel grid.
+
+    Args:
+        slices_hu: ``[z, y, x]`` HU (or the window's units), canonical orientation.
+        spacing_yx: their in-plane pixel size in mm (:func:`inplane_spacing`).
+        preprocess: the model's preprocessing.
+
+    Returns:
+        ``(image, grid)``: float32 ``[z, H, W]`` and the grid mapping.
+    """
+    if slices_hu.ndim != 3:
+        raise InputError(
+            f"expected a 3D volume [z, y, x], got an array of shape {slices_hu.shape}."
+        )
+    grid = model_grid(slices_hu.shape[1:], spacing_yx, preprocess)
+    normalized = normalize_intensity(slices_hu, preprocess)
+    if grid.scale is None:
+        return resize_slices(normalized, preprocess.size, order=1), grid
+    tensor = torch.from_numpy(np.ascontiguousarray(normalized))[:, None]
+    with torch.no_grad():
+        image = _scale_slices(tensor, grid.scale, grid.shape, order=1)[:, 0].numpy()
+    return np.ascontiguousarray(image, dtype=np.float32), grid
+
+
+def labels_to_model_grid(labels: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """A label map ``[z, y, x]`` on the model grid (nearest neighbour; ids are kept)."""
+    if grid.scale is None:
+        return resize_slices(labels, grid.shape[0], order=0)
+    tensor = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))[:, None]
+    with torch.no_grad():
+        out = _scale_slices(tensor, grid.scale, grid.shape, order=0)[:, 0].numpy()
+    return out.astype(labels.dtype)
+
+
+def logits_to_native(logits: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
+    """Logits ``[z, c, H, W]`` on the model grid back to the slices' own ``[z, c, h, w]``."""
+    if tuple(logits.shape[-2:]) == grid.native and grid.scale in (None, (1.0, 1.0)):
+        return logits
+    with torch.no_grad():
+        if grid.scale is None:
+            return _interpolate(logits.float(), grid.native, order=1)
+        inverse = (1.0 / grid.scale[0], 1.0 / grid.scale[1])
+        return _scale_slices(logits.float(), inverse, grid.native, order=1)
+
+
+def tile_starts(length: int, size: int, overlap: float = TILE_OVERLAP) -> list[int]:
+    """Start positions of ``size``-pixel tiles covering ``length`` pixels.
+
+    One tile (starting before 0, i.e. padded on both sides) when ``length <= size``; otherwise
+    evenly spaced tiles from 0 to ``length - size`` that overlap by at least ``overlap``.
+    """
+    if length <= size:
+        return [-((size - length) // 2)]
+    step = size * (1.0 - overlap)
+    n = int(math.ceil((length - size) / step)) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, length - size, n)})
+
+
+@lru_cache(maxsize=8)
+def _tile_weight(size: int) -> torch.Tensor:
+    """Gaussian importance of each tile pixel (nnU-Net's, sigma = size / 8), floor 1e-3."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * (size / 8) ** 2))
+    w = g[:, None] * g[None, :]
+    w = w / w.max()
+    return w.clamp_min(1e-3).float()
+
+
+def tiled_logits(
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    size: int,
+    fill: float,
+    batch_size: int,
+) -> torch.Tensor:
+    """Logits of model-grid slices of any size through a network that takes ``size`` tiles.
+
+    Args:
+        run: ``[b, 1, size, size]`` float32 -> ``[b, c, size, size]`` logits (an engine).
+        image: ``[z, H, W]`` float32 model input (:func:`to_model_grid`).
+        size: the network's tile size.
+        fill: the model intensity of padding (:func:`pad_value`).
+        batch_size: tiles per call of ``run``.
+
+    Returns:
+        float32 ``[z, c, H, W]``: where tiles overlap, their logits are averaged with a
+        Gaussian weight that trusts tile centres (context on every side) over tile borders.
+    """
+    z, height, width = image.shape
+    ys, xs = tile_starts(height, size), tile_starts(width, size)
+    if len(ys) == len(xs) == 1 and height == width == size:
+        chunks = [
+            torch.from_numpy(np.asarray(run(image[s : s + batch_size, None]), dtype=np.float32))
+            for s in range(0, z, batch_size)
+        ]
+        return torch.cat(chunks, dim=0)
+    top, left = min(0, ys[0]), min(0, xs[0])
+    padded_h = max(height, ys[-1] + size) - top
+    padded_w = max(width, xs[-1] + size) - left
+    canvas = np.full((z, padded_h, padded_w), fill, dtype=np.float32)
+    canvas[:, -top : -top + height, -left : -left + width] = image
+    tiles = [(k, y - top, x - left) for k in range(z) for y in ys for x in xs]
+    weight = _tile_weight(size)
+    total: torch.Tensor | None = None
+    norm = torch.zeros((padded_h, padded_w), dtype=torch.float32)
+    for y in ys:
+        for x in xs:
+            norm[y - top : y - top + size, x - left : x - left + size] += weight
+    for start in range(0, len(tiles), batch_size):
+        part = tiles[start : start + batch_size]
+        batch = np.stack([canvas[k, y : y + size, x : x + size] for k, y, x in part])[:, None]
+        logits = torch.from_numpy(np.asarray(run(batch), dtype=np.float32))
+        if total is None:
+            total = torch.zeros((z, logits.shape[1], padded_h, padded_w), dtype=torch.float32)
+        for (k, y, x), tile in zip(part, logits, strict=True):
+            total[k, :, y : y + size, x : x + size] += tile * weight
+    assert total is not None  # z >= 1 and at least one tile
+    total /= norm
+    return total[:, :, -top : -top + height, -left : -left + width].contiguous()

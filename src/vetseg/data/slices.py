@@ -1,10 +1,15 @@
 """2D axial training slices of loaded cases, preprocessed once and held in memory.
 
-Every case goes through :func:`~vetseg.data.preprocess.prepare_volume` (the same input
-definition inference uses) once; label maps are resized with nearest interpolation. Slices that
-show no organ carry little signal, so only a seeded fraction of them is kept. Per-sample
-augmentation draws from a generator derived from ``(seed, epoch, index)``: a run reproduces
-whatever the number of DataLoader workers.
+Every case goes through :func:`~vetseg.data.preprocess.to_model_grid` (the same input
+definition inference uses) once; label maps go to the same grid with nearest interpolation.
+A model with a pixel spacing (``PreprocessConfig.spacing``) sees ``size x size`` crops of these
+slices: half of them centred on a pixel of an organ the slice shows (each present organ equally
+likely, so small organs are not only seen at a crop's edge), the rest anywhere the crop
+overlaps the body; a slice smaller than the crop is padded with air at a random offset. A
+legacy model (no spacing) sees whole slices squashed to ``size x size``, as before.
+Slices that show no organ carry little signal, so only a seeded fraction of them is kept.
+Per-sample crops and augmentation draw from a generator derived from ``(seed, epoch, index)``:
+a run reproduces whatever the number of DataLoader workers.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 from vetseg.config import AugmentConfig, PreprocessConfig
 from vetseg.data.augment import Augmenter, build_augment
 from vetseg.data.datasets import LoadedCase
-from vetseg.data.preprocess import prepare_volume, resize_slices
+from vetseg.data.preprocess import inplane_spacing, labels_to_model_grid, pad_value, to_model_grid
 from vetseg.errors import InputError
 
 
@@ -65,6 +70,8 @@ class SliceDataset(torch.utils.data.Dataset):
         n_organs = len(self.organs)
         self._organ_ids = np.arange(1, n_organs + 1, dtype=np.uint8)[:, None, None]
 
+        self.size = int(preprocess.size)
+        self.fill = pad_value(preprocess)
         images, labels, origins = [], [], []
         for case in loaded_cases:
             if case.labels is None:
@@ -79,13 +86,13 @@ class SliceDataset(torch.utils.data.Dataset):
                     f"case {case.case_id}: label id {int(case.labels.max())} is outside the"
                     f" {n_organs} organs {list(self.organs)}."
                 )
-            images.append(prepare_volume(case.image, preprocess)[:, 0].astype(cache_dtype))
-            labels.append(resize_slices(case.labels.astype(np.uint8), preprocess.size, order=0))
+            spacing = inplane_spacing(case.canonical_meta.spacing)
+            image, grid = to_model_grid(case.image, spacing, preprocess)
+            images.extend(image.astype(cache_dtype))
+            labels.extend(labels_to_model_grid(case.labels.astype(np.uint8), grid))
             origins.extend((case.case_id, z) for z in range(case.image.shape[0]))
-        all_images = np.concatenate(images)
-        all_labels = np.concatenate(labels)
-        # Presence at model resolution: what the targets actually show.
-        presence = (all_labels[:, None] == self._organ_ids[None]).any(axis=(2, 3))
+        # Presence on the model grid (whole slices): what the targets can show.
+        presence = np.stack([(lab[None] == self._organ_ids).any(axis=(1, 2)) for lab in labels])
 
         has_organ = presence.any(axis=1)
         empty = np.flatnonzero(~has_organ)
@@ -95,16 +102,17 @@ class SliceDataset(torch.utils.data.Dataset):
         if keep.size == 0:
             raise InputError(f"no slice of the {len(loaded_cases)} case(s) shows any organ.")
 
-        self._images = np.ascontiguousarray(all_images[keep])
-        self._labels = np.ascontiguousarray(all_labels[keep])
+        # Slices keep their own (model-grid) shapes; a legacy model's are all size x size.
+        self._images = [np.ascontiguousarray(images[i]) for i in keep]
+        self._labels = [np.ascontiguousarray(labels[i]) for i in keep]
         self._presence = presence[keep]
         self._origins = [origins[i] for i in keep]
         #: Slices of all cases before the empty-slice choice, and how many were empty.
-        self.n_slices_total = int(all_labels.shape[0])
+        self.n_slices_total = len(labels)
         self.n_empty_total = int(empty.size)
 
     def __len__(self) -> int:
-        return int(self._images.shape[0])
+        return len(self._images)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (call before every epoch)."""
@@ -120,15 +128,57 @@ class SliceDataset(torch.utils.data.Dataset):
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"slice index {index} out of range for {len(self)} slices")
-        image = self._images[index].astype(np.float32)
-        masks = (self._labels[index][None] == self._organ_ids).astype(np.uint8)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, labels = self._images[index], self._labels[index]
+        if image.shape != (self.size, self.size):
+            image, labels = self._crop(image, labels, rng)
+        image = image.astype(np.float32)
+        masks = (labels[None] == self._organ_ids).astype(np.uint8)
         if self.augmenter is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
             image, masks = self.augmenter(image, masks, rng)
         return (
             torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]),
             torch.from_numpy(masks.astype(np.float32)),
         )
+
+    def _crop(
+        self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A ``size x size`` crop (padded with air where the slice is smaller)."""
+        size = self.size
+        present = np.unique(labels)
+        present = present[present > 0]
+        if present.size and rng.random() < 0.5:
+            organ = rng.choice(present)
+            ys, xs = np.nonzero(labels == organ)
+            pick = int(rng.integers(ys.size))
+            centre = (int(ys[pick]), int(xs[pick]))
+        else:
+            # Anywhere on the body: pixels above the middle of the window's model intensities.
+            body = image > self.fill * 0.5
+            ys, xs = np.nonzero(body) if body.any() else np.nonzero(np.ones_like(body))
+            pick = int(rng.integers(ys.size))
+            centre = (int(ys[pick]), int(xs[pick]))
+        starts = []
+        for axis in (0, 1):
+            length = image.shape[axis]
+            if length <= size:
+                # Pad: the slice sits at a random offset inside the crop.
+                starts.append(-int(rng.integers(0, size - length + 1)))
+            else:
+                jitter = int(rng.integers(-size // 4, size // 4 + 1))
+                start = centre[axis] - size // 2 + jitter
+                starts.append(int(np.clip(start, 0, length - size)))
+        out_image = np.full((size, size), self.fill, dtype=image.dtype)
+        out_labels = np.zeros((size, size), dtype=labels.dtype)
+        y0, x0 = starts
+        src_y = slice(max(y0, 0), min(y0 + size, image.shape[0]))
+        src_x = slice(max(x0, 0), min(x0 + size, image.shape[1]))
+        dst_y = slice(src_y.start - y0, src_y.stop - y0)
+        dst_x = slice(src_x.start - x0, src_x.stop - x0)
+        out_image[dst_y, dst_x] = image[src_y, src_x]
+        out_labels[dst_y, dst_x] = labels[src_y, src_x]
+        return out_image, out_labels
 
     # ------------------------------------------------------------------ sampling
     def organ_slice_counts(self) -> np.ndarray:

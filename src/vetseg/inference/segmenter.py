@@ -202,33 +202,57 @@ class Segmenter:
     def organs(self) -> tuple[str, ...]:
         return self.info.organs
 
-    def _logits(self, slices_hu: np.ndarray, release: bool = False) -> torch.Tensor:
+    def _spacing(self, spacing_yx: tuple[float, float] | None) -> tuple[float, float]:
+        """The slices' in-plane spacing; a model with a pixel spacing cannot do without it."""
+        if spacing_yx is not None:
+            return (float(spacing_yx[0]), float(spacing_yx[1]))
+        if self.info.preprocess.spacing is not None:
+            raise ValueError(
+                "this model works at a pixel spacing of"
+                f" {self.info.preprocess.spacing:g} mm: give the slices' spacing (spacing_yx)"
+            )
+        return (1.0, 1.0)  # unused by a legacy model
+
+    def _logits(
+        self, slices_hu: np.ndarray, spacing_yx: tuple[float, float], release: bool = False
+    ) -> torch.Tensor:
         """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices.
 
-        ``release``: the engine frees its working memory after this batch (a scan's last).
+        The slices go to the model grid (:func:`~vetseg.data.preprocess.to_model_grid`), through
+        the engine in ``size x size`` tiles (:func:`~vetseg.data.preprocess.tiled_logits`), and
+        back. ``release``: the engine frees its working memory after this batch (a scan's last).
         """
         from vetseg.data.preprocess import (
-            normalize_slices,
-            resize_probabilities_back,
-            resize_slices,
+            logits_to_native,
+            pad_value,
+            tile_starts,
+            tiled_logits,
+            to_model_grid,
         )
 
         pre = self.info.preprocess
-        height, width = slices_hu.shape[1:]
-        image = resize_slices(normalize_slices(slices_hu, pre.window), pre.size, order=1)
-        raw = self.engine(image[:, None], release=True) if release else self.engine(image[:, None])
-        logits = torch.from_numpy(np.asarray(raw, dtype=np.float32))
-        if (height, width) != (pre.size, pre.size):
-            # Logits, not masks, are resized, so borders are decided at the scan's resolution.
-            logits = resize_probabilities_back(logits, (height, width))
-        return logits
+        image, grid = to_model_grid(slices_hu, spacing_yx, pre)
+        pending = [0]
+        height, width = image.shape[1:]
+        n_tiles = len(tile_starts(height, pre.size)) * len(tile_starts(width, pre.size))
+        n_tiles *= image.shape[0]
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            pending[0] += batch.shape[0]
+            last = release and pending[0] >= n_tiles
+            raw = self.engine(batch, release=True) if last else self.engine(batch)
+            return np.asarray(raw, dtype=np.float32)
+
+        logits = tiled_logits(run, image, pre.size, pad_value(pre), self.batch_size)
+        # Logits, not masks, go back, so borders are decided at the scan's resolution.
+        return logits_to_native(logits, grid)
 
     @torch.inference_mode()
     def _label_slices(
-        self, slices_hu: np.ndarray, release: bool = False
+        self, slices_hu: np.ndarray, spacing_yx: tuple[float, float], release: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``."""
-        logits = self._logits(slices_hu, release)
+        logits = self._logits(slices_hu, spacing_yx, release)
         # The sigmoid is monotonic: the organ with the largest logit is the most probable, and
         # only its probability is needed, so one sigmoid per voxel instead of one per organ.
         best_logit, best = logits.max(dim=1)
@@ -238,49 +262,61 @@ class Segmenter:
         return labels.to(torch.uint8).numpy(), quantised.numpy()
 
     @torch.inference_mode()
-    def probabilities_canonical(self, volume: np.ndarray) -> np.ndarray:
+    def probabilities_canonical(
+        self, volume: np.ndarray, spacing_yx: tuple[float, float] | None = None
+    ) -> np.ndarray:
         """Every organ's probability ``[z, n_organs, y, x]`` (float32) for a canonical volume.
 
         For inspection and tests on small volumes: at full size this array is large; the
-        label path (:meth:`segment_canonical`) never builds it.
+        label path (:meth:`segment_canonical`) never builds it. ``spacing_yx``: the in-plane
+        pixel size in mm (needed by a model with a pixel spacing).
         """
+        spacing = self._spacing(spacing_yx)
         out = []
         for start in range(0, volume.shape[0], self.batch_size):
             batch = volume[start : start + self.batch_size].astype(np.float32)
             last = start + self.batch_size >= volume.shape[0]
-            out.append(torch.sigmoid(self._logits(batch, release=last)).numpy())
+            out.append(torch.sigmoid(self._logits(batch, spacing, release=last)).numpy())
         return np.concatenate(out, axis=0)
 
     def segment_canonical(
-        self, volume: np.ndarray, progress: Progress | None = None
+        self,
+        volume: np.ndarray,
+        progress: Progress | None = None,
+        spacing_yx: tuple[float, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The model's labels and winning probabilities for a canonical volume in HU.
 
         Args:
             volume: ``[z, y, x]`` HU, axis 0 along the body (see :func:`to_canonical`).
             progress: called with ``(slices done, slices in all)`` after every batch.
+            spacing_yx: in-plane pixel size ``(y, x)`` in mm (needed by a model with a pixel
+                spacing; a legacy model squashes every slice to its input size).
 
         Returns:
             ``(labels, probability)``: uint8 ``[z, y, x]`` each; probability 0..255 for 0..1.
         """
+        spacing = self._spacing(spacing_yx)
         labels = np.zeros(volume.shape, dtype=np.uint8)
         prob = np.zeros(volume.shape, dtype=np.uint8)
         total = volume.shape[0]
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             labels[start:stop], prob[start:stop] = self._label_slices(
-                volume[start:stop].astype(np.float32), release=stop == total
+                volume[start:stop].astype(np.float32), spacing, release=stop == total
             )
             if progress is not None:
                 progress(stop, total)
         return labels, prob
 
-    def predict_canonical(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_canonical(
+        self, volume: np.ndarray, spacing_yx: tuple[float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Labels ``[z, y, x]`` (uint8) and winning probability (float16, 0..1), canonical input.
 
         No post-processing; see :meth:`segment_canonical` for the memory-lean form.
         """
-        labels, prob = self.segment_canonical(volume)
+        labels, prob = self.segment_canonical(volume, spacing_yx=spacing_yx)
         return labels, (prob.astype(np.float16) / np.float16(255.0)).astype(np.float16)
 
     def predict(
@@ -310,7 +346,11 @@ class Segmenter:
         orientation = self.info.preprocess.orientation
         canonical, canonical_meta = to_canonical(volume, meta, orientation)
         clock.lap("reorient")
-        model_labels, prob = self.segment_canonical(canonical, progress)
+        from vetseg.data.preprocess import inplane_spacing
+
+        model_labels, prob = self.segment_canonical(
+            canonical, progress, inplane_spacing(canonical_meta.spacing)
+        )
         clock.lap("model")
         labels_c = model_labels
         if self.postprocess is not None and self.postprocess.enabled:

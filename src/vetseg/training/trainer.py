@@ -56,32 +56,44 @@ def stage_phases(config: StageConfig, frozen_parts: tuple[str, ...] = ("body",))
 
 @dataclass
 class ValidationCase:
-    """One validation case at model resolution: slices ``[z, 1, S, S]`` and labels ``[z, S, S]``."""
+    """One validation case on the model grid: slices ``[z, 1, H, W]``, labels ``[z, H, W]``.
+
+    ``H x W`` is ``size x size`` for a legacy model; for a model with a pixel spacing it is the
+    slice's extent at that spacing, and prediction tiles it as inference does.
+    """
 
     case_id: str
     images: torch.Tensor
     labels: torch.Tensor
+    size: int = 0
+    fill: float = 0.0
 
 
 def make_validation_cases(
     loaded_cases: Sequence[Any], preprocess: PreprocessConfig
 ) -> list[ValidationCase]:
-    """Preprocess validation cases once (same normalisation and resize as training)."""
-    from vetseg.data.preprocess import normalize_slices, resize_slices
+    """Preprocess validation cases once, with the input definition of training and inference."""
+    from vetseg.data.preprocess import (
+        inplane_spacing,
+        labels_to_model_grid,
+        pad_value,
+        to_model_grid,
+    )
 
     out = []
     for case in loaded_cases:
         if case.labels is None:
             raise VetsegError(f"validation case {case.case_id} has no label map.")
-        image = resize_slices(
-            normalize_slices(case.image, preprocess.window), preprocess.size, order=1
-        )
-        labels = resize_slices(case.labels, preprocess.size, order=0)
+        spacing = inplane_spacing(case.canonical_meta.spacing)
+        image, grid = to_model_grid(case.image, spacing, preprocess)
+        labels = labels_to_model_grid(case.labels, grid)
         out.append(
             ValidationCase(
                 case.case_id,
                 torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1),
                 torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64)),
+                size=preprocess.size,
+                fill=pad_value(preprocess),
             )
         )
     return out
@@ -92,7 +104,11 @@ def validation_dice(
     model: nn.Module, cases: Sequence[ValidationCase], n_organs: int, batch_size: int = 16
 ) -> np.ndarray:
     """Per-organ Dice (rows: cases, columns: organs; NaN where the organ is absent in both)."""
+    from vetseg.data.preprocess import tiled_logits
     from vetseg.training.metrics import DiceAccumulator
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch)).float().numpy()
 
     was_training = model.training
     model.eval()
@@ -100,8 +116,10 @@ def validation_dice(
     organ_ids = torch.arange(1, n_organs + 1).view(1, -1, 1, 1)
     for case in cases:
         acc = DiceAccumulator(n_organs)
+        size = case.size or case.images.shape[-1]
         for start in range(0, case.images.shape[0], batch_size):
-            logits = model(case.images[start : start + batch_size])
+            images = case.images[start : start + batch_size, 0].numpy()
+            logits = tiled_logits(run, images, size, case.fill, batch_size)
             target = case.labels[start : start + batch_size].unsqueeze(1) == organ_ids
             acc.update(logits > 0, target)
         rows.append(acc.dice())

@@ -79,40 +79,47 @@ class PrelabelResult:
 
 # --------------------------------------------------------------------------- uncertainty
 def uncertainty_score(
-    model: Any, preprocess: Any, canonical_volume: np.ndarray, batch_size: int = 8
+    model: Any,
+    preprocess: Any,
+    canonical_volume: np.ndarray,
+    batch_size: int = 8,
+    spacing_yx: tuple[float, float] = (1.0, 1.0),
 ) -> float:
     """Mean predictive entropy (bits, summed over organs) of the voxels inside the body.
 
     Args:
         model: a vetseg network (``[b, 1, S, S]`` -> logits ``[b, organs, S, S]``).
-        preprocess: its ``PreprocessConfig`` (window, size).
+        preprocess: its ``PreprocessConfig`` (window, size, spacing).
         canonical_volume: ``[z, y, x]`` scan in canonical orientation, in the window's units.
         batch_size: slices per forward pass.
+        spacing_yx: the scan's in-plane pixel size in mm (used by a model with a spacing).
 
     Returns:
         ``mean over body voxels of sum over organs of H(p)``: 0 for a model that is sure
         everywhere, at most the number of organs; 0 for a scan with no voxel in the body.
+        The probabilities are those inference gives on the scan's own grid (same tiling).
     """
     import torch
 
-    from vetseg.data.preprocess import normalize_slices, resize_slices
+    from vetseg.data.preprocess import logits_to_native, pad_value, tiled_logits, to_model_grid
 
     low, high = preprocess.window
     body_level = low + BODY_FRACTION * (high - low)
     entropy_sum = 0.0
     body_voxels = 0
     model.eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch)).float().numpy()
+
     with torch.no_grad():
         for start in range(0, canonical_volume.shape[0], batch_size):
             chunk = canonical_volume[start : start + batch_size].astype(np.float32)
-            image = resize_slices(
-                normalize_slices(chunk, preprocess.window), preprocess.size, order=1
-            )
-            # The same in-plane resize, on the windowed intensities, says which pixels are body.
-            windowed = resize_slices(np.clip(chunk, low, high), preprocess.size, order=1)
-            body = torch.from_numpy(windowed > body_level)
-            probs = torch.sigmoid(model(torch.from_numpy(image).unsqueeze(1)).double())
-            probs = probs.clamp(1e-7, 1 - 1e-7)
+            image, grid = to_model_grid(chunk, spacing_yx, preprocess)
+            logits = tiled_logits(run, image, preprocess.size, pad_value(preprocess), batch_size)
+            logits = logits_to_native(logits, grid)
+            body = torch.from_numpy(chunk > body_level)
+            probs = torch.sigmoid(logits.double()).clamp(1e-7, 1 - 1e-7)
             entropy = -(probs * torch.log2(probs) + (1 - probs) * torch.log2(1 - probs))
             entropy_sum += float(entropy.sum(dim=1)[body].sum())
             body_voxels += int(body.sum())
@@ -148,6 +155,7 @@ def _cached_score(workspace: Workspace, case_id: str, model_id: str) -> float | 
 
 def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
     """The case's uncertainty under the segmenter's model, cached in the database."""
+    from vetseg.data.preprocess import inplane_spacing
     from vetseg.io.image import read_image, to_canonical
 
     model_id = segmenter.info.model_id
@@ -156,8 +164,14 @@ def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
         return cached
     pre = segmenter.info.preprocess
     volume, meta = read_image(workspace.path(workspace.case(case_id).image))
-    canonical, _ = to_canonical(volume, meta, pre.orientation)
-    score = uncertainty_score(segmenter.model, pre, canonical, segmenter.batch_size)
+    canonical, canonical_meta = to_canonical(volume, meta, pre.orientation)
+    score = uncertainty_score(
+        segmenter.model,
+        pre,
+        canonical,
+        segmenter.batch_size,
+        inplane_spacing(canonical_meta.spacing),
+    )
     with workspace.transaction():
         workspace.db.execute(
             "INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (case_id, model_id, score)
@@ -179,6 +193,7 @@ def _prelabel_case(
     """Draft one case's label, write both files, then record it in one transaction."""
     import shutil
 
+    from vetseg.data.preprocess import inplane_spacing
     from vetseg.io.image import read_image, to_canonical, write_image
 
     info = segmenter.info
@@ -186,8 +201,14 @@ def _prelabel_case(
     volume, meta = read_image(workspace.path(workspace.case(case_id).image))
     score = _cached_score(workspace, case_id, info.model_id)
     if score is None:
-        canonical, _ = to_canonical(volume, meta, info.preprocess.orientation)
-        score = uncertainty_score(segmenter.model, info.preprocess, canonical, segmenter.batch_size)
+        canonical, canonical_meta = to_canonical(volume, meta, info.preprocess.orientation)
+        score = uncertainty_score(
+            segmenter.model,
+            info.preprocess,
+            canonical,
+            segmenter.batch_size,
+            inplane_spacing(canonical_meta.spacing),
+        )
     prediction = segmenter.predict(volume, meta)
     labels = _workspace_ids(info.organs, organs)[prediction.labels]
     names = {i + 1: organ for i, organ in enumerate(organs)}
