@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from vetseg.errors import VetsegError
+from vetseg.errors import InputError, VetsegError
 
 app = typer.Typer(
     name="vetseg",
@@ -123,10 +123,15 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
         merged = {**dataclasses.asdict(base), **load_json(config_file)}
         base = from_dict(StageConfig, merged)
     size = options.pop("size", None)
+    spacing = options.pop("spacing", None)
     no_augment = options.pop("no_augment", False)
     changes = {k: v for k, v in options.items() if v is not None}
-    if size is not None:
-        changes["preprocess"] = dataclasses.replace(base.preprocess, size=size)
+    if size is not None or spacing is not None:
+        changes["preprocess"] = dataclasses.replace(
+            base.preprocess,
+            size=size if size is not None else base.preprocess.size,
+            spacing=spacing if spacing is not None else base.preprocess.spacing,
+        )
     if no_augment:
         changes["augment"] = AugmentConfig(enabled=False)
     return dataclasses.replace(base, **changes)
@@ -134,7 +139,9 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
 
 _EPOCHS = typer.Option(None, "--epochs", help="Epochs in total (human 10, transfer 100).")
 _FREEZE = typer.Option(None, "--freeze-epochs", help="First epochs with the body frozen (50).")
-_SIZE = typer.Option(None, "--size", help="In-plane model input size in pixels (512).")
+_SIZE = typer.Option(
+    None, "--size", help="Tile the network sees, in pixels (human 256; transfer: the human's)."
+)
 _LR = typer.Option(None, "--lr", help="Adam learning rate (1e-4).")
 _WD = typer.Option(None, "--weight-decay", help="Adam weight decay (1e-5).")
 _ALPHA = typer.Option(None, "--tversky-alpha", help="Tversky false-positive weight (0.5 / 0.3).")
@@ -162,6 +169,12 @@ def train_human_cmd(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     epochs: int | None = _EPOCHS,
     size: int | None = _SIZE,
+    spacing: float | None = typer.Option(
+        None, "--spacing", help="Model pixel spacing in mm (1.5, as TotalSegmentator)."
+    ),
+    organs: str | None = typer.Option(
+        None, "--organs", help="Comma-separated organs to train (default: the 7 core organs)."
+    ),
     lr: float | None = _LR,
     weight_decay: float | None = _WD,
     tversky_alpha: float | None = _ALPHA,
@@ -181,6 +194,7 @@ def train_human_cmd(
         config,
         epochs=epochs,
         size=size,
+        spacing=spacing,
         lr=lr,
         weight_decay=weight_decay,
         tversky_alpha=tversky_alpha,
@@ -192,9 +206,11 @@ def train_human_cmd(
         seed=seed,
         no_augment=no_augment,
     )
+    from vetseg.labels import CORE_ORGANS
     from vetseg.training.stages import train_human
 
-    info = train_human(data, out, cfg, resume=resume)
+    organ_list = _organ_list(organs) or CORE_ORGANS
+    info = train_human(data, out, cfg, organ_list, resume=resume)
     _print_model_summary(info, out)
 
 
@@ -222,6 +238,18 @@ def transfer(
     scratch: bool = typer.Option(
         False, "--scratch", help="Baseline: same architecture from random weights, nothing frozen."
     ),
+    spacing: str | None = typer.Option(
+        None,
+        "--spacing",
+        help="Model pixel spacing: mm, 'species' (default: human spacing x the species' body"
+        " scale) or 'native' (the training scans' median).",
+    ),
+    species: str | None = typer.Option(
+        None, "--species", help="The animal (default: the dataset's 'species')."
+    ),
+    organs: str | None = typer.Option(
+        None, "--organs", help="Comma-separated organs to train (default: all labelled ones)."
+    ),
 ) -> None:
     """S101: build the animal model from a human model and train it on animal CT."""
     cfg = _stage_config(
@@ -229,7 +257,6 @@ def transfer(
         config,
         epochs=epochs,
         freeze_epochs=freeze_epochs,
-        size=size,
         lr=lr,
         weight_decay=weight_decay,
         tversky_alpha=tversky_alpha,
@@ -243,8 +270,41 @@ def transfer(
     )
     from vetseg.training.stages import transfer as run_transfer
 
-    info = run_transfer(human_model, data, out, cfg, resume=resume, from_scratch=scratch)
+    info = run_transfer(
+        human_model,
+        data,
+        out,
+        cfg,
+        organs=_organ_list(organs),
+        spacing=spacing,
+        size=size,
+        species=species,
+        resume=resume,
+        from_scratch=scratch,
+    )
     _print_model_summary(info, out)
+    training = info.training
+    print(f"pixel spacing {training.get('spacing_rule')}; tiles of {info.preprocess.size} px")
+    if training.get("organs_new_to_human"):
+        print(
+            "organs the human model lacks, trained from the animal labels alone: "
+            + ", ".join(training["organs_new_to_human"])
+        )
+    if training.get("organs_not_trained"):
+        print(
+            "labelled in the data but NOT trained (not in --organs): "
+            + ", ".join(training["organs_not_trained"])
+        )
+
+
+def _organ_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,c"`` -> ``("a", "b", "c")``; None or empty -> None."""
+    if not text:
+        return None
+    organs = tuple(o.strip() for o in text.split(",") if o.strip())
+    if len(set(organs)) != len(organs):
+        raise InputError(f"--organs {text!r} names an organ twice.")
+    return organs or None
 
 
 def _print_model_summary(info: Any, out: Path) -> None:

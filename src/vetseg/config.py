@@ -133,8 +133,12 @@ class StageConfig:
 
     @classmethod
     def human(cls, **overrides: Any) -> StageConfig:
-        """S100 defaults: 10 epochs, BCE + Tversky(0.5, 0.5), 1-2 extension epochs."""
-        return dataclasses.replace(cls(), **overrides)
+        """S100 defaults: 10 epochs, BCE + Tversky(0.5, 0.5), 1-2 extension epochs; 1.5 mm
+        pixels (TotalSegmentator's resolution) in 256 x 256 tiles (384 mm: a whole abdomen)."""
+        from vetseg.species import HUMAN_SPACING_MM
+
+        base = cls(preprocess=PreprocessConfig(size=256, spacing=HUMAN_SPACING_MM))
+        return dataclasses.replace(base, **overrides)
 
     @classmethod
     def transfer(cls, **overrides: Any) -> StageConfig:

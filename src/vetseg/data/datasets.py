@@ -158,6 +158,62 @@ def organ_for_label_name(name: str, organs: Sequence[str]) -> str | None:
     return organ if organ in wanted else None
 
 
+def normalise_label_name(name: str) -> str:
+    """A dataset's label name as a vetseg organ name, whatever vocabulary it belongs to.
+
+    The rules of :func:`organ_for_label_name` (case, separators, ``left_kidney`` ->
+    ``kidney_left``, ``lung`` -> ``lungs``, TotalSegmentator structures merged into their
+    organ), without requiring the organ to be in a given list: ``"Urinary bladder"`` ->
+    ``"urinary_bladder"``.
+    """
+    key = re.sub(r"[\s\-]+", "_", name.strip().lower())
+    synonyms = {"lung": "lungs", "bones": "bone", "skeleton": "bone"}
+    key = synonyms.get(key, key)
+    side = re.fullmatch(r"(left|right)_(.+)", key)
+    if side:
+        key = f"{side.group(2)}_{side.group(1)}"
+    return totalseg_structure_to_organ(key) or key
+
+
+def labelled_organs(path: Path) -> tuple[str, ...] | None:
+    """The organs a dataset folder's labels name, in label-id order (background left out).
+
+    Read from ``dataset.json`` (MSD / nnU-Net, or a pairs folder's) or a pairs folder's
+    ``labels.json``; for the TotalSegmentator layout, the vetseg organs its structures merge
+    into. None when the folder does not name its labels (plain pairs), so the caller decides.
+
+    Raises:
+        InputError: a malformed ``dataset.json`` / ``labels.json``.
+    """
+    root = Path(path)
+    names: dict[int, str] | None = None
+    for meta_name in ("dataset.json", "labels.json"):
+        meta_file = root / meta_name
+        if not meta_file.is_file():
+            continue
+        data = _read_json(meta_file)
+        if meta_name == "labels.json":
+            names = _label_names(data, meta_file)
+        elif "labels" in data:
+            names = _label_names(data["labels"], meta_file)
+        if names is not None:
+            break
+    if names is None and root.is_dir():
+        if any(sub.is_dir() and _is_totalseg_subject(sub) for sub in root.iterdir()):
+            # Only the structures vetseg merges into an organ (lobes, bones, ...).
+            names = {i: n for i, n in TOTALSEG_V2.items() if totalseg_structure_to_organ(n)}
+    if names is None:
+        return None
+    out: list[str] = []
+    for label_id in sorted(names):
+        if label_id == 0 or names[label_id].strip().lower() == "background":
+            continue
+        organ = normalise_label_name(names[label_id])
+        if organ not in out:
+            out.append(organ)
+    return tuple(out)
+
+
 def _label_names(labels: Any, source: Path) -> dict[int, str]:
     """``dataset.json`` ``labels`` in either style -> ``{id: name}``."""
     if not isinstance(labels, dict) or not labels:

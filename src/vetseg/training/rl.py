@@ -680,7 +680,14 @@ def rl_tune(
     rl_dir = out / "rl"
     rl_dir.mkdir(parents=True, exist_ok=True)
     _reuse_parent_split(parent, data, organs, rl_dir / "splits.json")
-    prepared = prepare_data(data, organs, config.seed, rl_dir / "splits.json", ratios)
+    prepared = prepare_data(
+        data,
+        organs,
+        config.seed,
+        rl_dir / "splits.json",
+        ratios,
+        orientation=parent.preprocess.orientation,
+    )
     atomic_write_json(rl_dir / "config.json", to_dict(config))
     torch.manual_seed(config.seed)
     # No augmentation: the reward is the Dice against the case's own label. Slices without any

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vetseg.config import StageConfig, to_dict
+from vetseg.config import PreprocessConfig, StageConfig, to_dict
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
@@ -44,12 +44,14 @@ def prepare_data(
     splits_path: Path,
     ratios: tuple[int, int, int] = (8, 1, 1),
     keep_in_train: Sequence[str] = (),
+    orientation: str = "LPS",
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
     ``data`` is a dataset folder or an already opened ``CaseDataset`` (e.g. a workspace's cases).
     ``keep_in_train``: cases to keep out of val and test when enough others remain (see
-    :func:`vetseg.data.datasets.split_by_case`).
+    :func:`vetseg.data.datasets.split_by_case`). ``orientation``: the model's canonical
+    orientation (``PreprocessConfig.orientation``): training slices the scans as inference will.
 
     Raises:
         InputError: when the dataset has no labelled case or too few for the split.
@@ -76,11 +78,31 @@ def prepare_data(
         )
 
     def load(ids: list[str]) -> list[Any]:
-        return [load_case(dataset, by_id[cid]) for cid in ids]
+        return [load_case(dataset, by_id[cid], orientation) for cid in ids]
 
     return PreparedData(
         dataset, splits, load(splits["train"]), load(splits["val"]), load(splits.get("test", []))
     )
+
+
+def settle_preprocess(preprocess: PreprocessConfig, train: Sequence[Any]) -> PreprocessConfig:
+    """The input definition a new model records: a model with a pixel spacing and no intensity
+    statistics yet gets them from its training cases' organs (then they never change)."""
+    from vetseg.data.preprocess import foreground_intensity
+
+    if preprocess.spacing is None or preprocess.intensity is not None:
+        return preprocess
+    pairs = [(c.image, c.labels) for c in train if c.labels is not None]
+    stats = foreground_intensity(pairs, preprocess.window)
+    return dataclasses.replace(preprocess, intensity=stats)
+
+
+def native_spacing(cases: Sequence[Any]) -> float:
+    """The median in-plane pixel size (mm) of loaded cases, rounded to 3 digits."""
+    from vetseg.data.preprocess import inplane_spacing
+
+    values = [min(inplane_spacing(c.canonical_meta.spacing)) for c in cases]
+    return float(f"{float(np.median(values)):.3g}")
 
 
 def _command_line() -> str:
@@ -147,7 +169,16 @@ def train_human(
 
     out = Path(out)
     torch.manual_seed(config.seed)
-    prepared = prepare_data(data, organs, config.seed, out / "train" / "splits.json")
+    prepared = prepare_data(
+        data,
+        organs,
+        config.seed,
+        out / "train" / "splits.json",
+        orientation=config.preprocess.orientation,
+    )
+    config = dataclasses.replace(
+        config, preprocess=settle_preprocess(config.preprocess, prepared.train)
+    )
     model = HumanOrganNet(n_organs=len(organs))
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
     info = ModelInfo(
@@ -172,6 +203,9 @@ def transfer(
     config: StageConfig,
     *,
     organs: Sequence[str] | None = None,
+    spacing: float | str | None = None,
+    size: int | None = None,
+    species: str | None = None,
     refine_blocks: int = 2,
     expand: int = 4,
     attention: str = "scse",
@@ -183,25 +217,67 @@ def transfer(
     """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
 
     With ``from_scratch`` the same architecture starts from random weights (the baseline): no
-    transferred weights and no frozen epochs. ``refine_blocks``, ``expand`` and ``attention``
-    shape the new scSE-MobileNetV3 module (its blocks, their expansion ratio and attention).
+    transferred weights and no frozen epochs, but the same organs, pixel spacing and tile size,
+    so that the two compare fairly. ``refine_blocks``, ``expand`` and ``attention`` shape the
+    new scSE-MobileNetV3 module (its blocks, their expansion ratio and attention).
+
+    Args:
+        human_model: the human model folder.
+        data: labelled animal CT (a dataset folder).
+        out: the animal model folder to write.
+        config: training settings (``config.preprocess.window`` and ``orientation`` are used
+            for a scratch model; a transferred one keeps the human model's window and intensity
+            statistics, which its stem learned).
+        organs: the organs to train (default: every organ the dataset's labels name, else the
+            human model's organs). An organ the human model lacks gets trained from the animal
+            labels like any other (the head is new); labelled organs left out are recorded in
+            ``training.organs_not_trained``.
+        spacing: the animal model's pixel spacing in mm; ``"species"`` (the default when the
+            human model has a spacing): the human model's spacing times the species' linear
+            body scale (:mod:`vetseg.species`); ``"native"``: the median in-plane spacing of
+            the training scans. A legacy human model (no spacing) gives a legacy animal model
+            unless a spacing is given.
+        size: the tile the network sees (default: the human model's input size).
+        species: the animal (default: the dataset's ``species``).
     """
+    from vetseg.data.datasets import labelled_organs
+    from vetseg.labels import HUMAN_TO_ANIMAL
     from vetseg.models.animal import AnimalOrganNet
     from vetseg.models.human import HumanOrganNet
 
     out = Path(out)
     human, human_info = load_model(Path(human_model))
-    organs = tuple(organs or human_info.organs)
-    if human_info.preprocess.size != config.preprocess.size and not from_scratch:
-        # The body was trained at the human model's size; keep it unless told otherwise.
-        config = dataclasses.replace(
-            config,
-            preprocess=dataclasses.replace(config.preprocess, size=human_info.preprocess.size),
-        )
-    torch.manual_seed(config.seed)
+    named = labelled_organs(Path(data))
+    organs = tuple(organs) if organs else (named or human_info.organs)
+    not_trained = [o for o in (named or ()) if o not in organs]
+    human_counterparts = {HUMAN_TO_ANIMAL.get(o, o) for o in human_info.organs}
+    new_to_human = [o for o in organs if o not in human_counterparts]
     if from_scratch:
         human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
         config = dataclasses.replace(config, freeze_epochs=0)
+    prepared = prepare_data(
+        data,
+        organs,
+        config.seed,
+        out / "train" / "splits.json",
+        ratios,
+        orientation=config.preprocess.orientation,
+    )
+    species = species or prepared.dataset.species
+    resolved, rule = resolve_spacing(spacing, human_info.preprocess.spacing, species, prepared)
+    base = config.preprocess if from_scratch else human_info.preprocess
+    preprocess = dataclasses.replace(
+        base,
+        orientation=config.preprocess.orientation,
+        size=size or human_info.preprocess.size,
+        spacing=resolved,
+        intensity=None if from_scratch else base.intensity,
+    )
+    if resolved is not None and preprocess.intensity is None:
+        # A legacy human model has no intensity statistics: the animal data give them.
+        preprocess = settle_preprocess(preprocess, prepared.train)
+    config = dataclasses.replace(config, preprocess=preprocess)
+    torch.manual_seed(config.seed)
     model = AnimalOrganNet.from_human(
         human,
         n_organs=len(organs),
@@ -209,8 +285,12 @@ def transfer(
         expand=expand,
         attention=attention,
     )
-    prepared = prepare_data(data, organs, config.seed, out / "train" / "splits.json", ratios)
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
+    record["training"].update(
+        spacing_rule=rule,
+        organs_new_to_human=new_to_human,
+        organs_not_trained=not_trained,
+    )
     stage = "scratch" if from_scratch else "transfer"
     info = ModelInfo(
         model_id=new_model_id(stage),
@@ -218,13 +298,71 @@ def transfer(
         organs=organs,
         preprocess=config.preprocess,
         stage=stage,
-        species=prepared.dataset.species,
+        species=species,
         parent=None if from_scratch else human_info.model_id,
         synthetic_data=bool(prepared.dataset.synthetic) or human_info.synthetic_data,
         **record,
     )
     save_model(model, out, info)
     return info
+
+
+def resolve_spacing(
+    spacing: float | str | None,
+    human_spacing: float | None,
+    species: str | None,
+    prepared: PreparedData,
+) -> tuple[float | None, str]:
+    """The animal model's pixel spacing and a sentence saying how it was chosen.
+
+    See :func:`transfer` for the meaning of ``spacing``.
+
+    Raises:
+        InputError: an unknown spacing keyword, or ``"species"`` with a legacy human model.
+    """
+    from vetseg.species import linear_scale
+
+    if spacing is None:
+        if human_spacing is None:
+            return (
+                None,
+                "legacy: slices squashed to the input size (the human model has no spacing)",
+            )
+        spacing = "species"
+    if isinstance(spacing, str):
+        key = spacing.strip().lower()
+        if key == "native":
+            value = native_spacing(prepared.train)
+            return value, f"native: median in-plane spacing of the training scans, {value:g} mm"
+        if key != "species":
+            try:
+                spacing = float(key)
+            except ValueError:
+                raise InputError(
+                    f"spacing {spacing!r}: give mm per pixel, 'species' or 'native'."
+                ) from None
+        else:
+            if human_spacing is None:
+                raise InputError(
+                    "the human model has no pixel spacing (a legacy model): give the animal"
+                    " model's spacing in mm, or 'native'."
+                )
+            if not species:
+                value = native_spacing(prepared.train)
+                return value, (
+                    f"native {value:g} mm: the data do not name their species (give --species"
+                    " for the species rule)"
+                )
+            scale = linear_scale(species)
+            value = float(f"{human_spacing * scale:.3g}")
+            return value, (
+                f"species {species}: human {human_spacing:g} mm x body scale {scale:.3f}"
+                f" = {value:g} mm"
+            )
+    value = float(spacing)
+    if not (np.isfinite(value) and value > 0):
+        raise InputError(f"spacing {spacing!r} must be a positive number of mm.")
+    return value, f"given: {value:g} mm"
 
 
 def refine(
@@ -261,12 +399,17 @@ def refine(
     if not hasattr(model, "refine"):
         raise InputError(f"{parent_model}: refine needs an animal model (got {parent.stage}).")
     config = config or StageConfig.refine()
-    config = dataclasses.replace(
-        config, preprocess=dataclasses.replace(config.preprocess, size=parent.preprocess.size)
-    )
+    # A model's input definition never changes along its lineage: the parent's, whole.
+    config = dataclasses.replace(config, preprocess=parent.preprocess)
     model.train()
     prepared = prepare_data(
-        data, parent.organs, config.seed, out / "train" / "splits.json", ratios, keep_in_train
+        data,
+        parent.organs,
+        config.seed,
+        out / "train" / "splits.json",
+        ratios,
+        keep_in_train,
+        orientation=parent.preprocess.orientation,
     )
     _, record = _fit(model, prepared, parent.organs, config, out, resume, progress)
     info = ModelInfo(
