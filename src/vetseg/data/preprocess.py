@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,16 +178,23 @@ TILE_OVERLAP = 0.25
 class ModelGrid:
     """How a scan's in-plane grid maps onto the model's pixel grid.
 
+    Model pixel ``i`` along an axis samples native position
+    ``u_i = (i + 0.5) / scale - 0.5 + phase`` (native pixels). The phase puts every model pixel
+    centre on the lattice of multiples of the model spacing in scanner coordinates, so a scan
+    and the same scan padded with air or cropped land on the very same model pixels.
+
     Attributes:
         native: ``(h, w)`` of the scan's axial slices.
         shape: ``(H, W)`` of the slices on the model grid.
         scale: ``(sy, sx)`` model pixels per native pixel (native spacing / model spacing);
             None for a legacy model, whose slices are squashed to ``size x size``.
+        phase: ``(py, px)`` in native pixels, in ``[0, 1 / scale)``.
     """
 
     native: tuple[int, int]
     shape: tuple[int, int]
     scale: tuple[float, float] | None
+    phase: tuple[float, float] = (0.0, 0.0)
 
 
 def inplane_spacing(spacing_xyz: Sequence[float]) -> tuple[float, float]:
@@ -194,10 +202,30 @@ def inplane_spacing(spacing_xyz: Sequence[float]) -> tuple[float, float]:
     return float(spacing_xyz[1]), float(spacing_xyz[0])
 
 
+def inplane_offset(meta: Any) -> tuple[float, float]:
+    """``(y, x)`` scanner position (mm) of pixel ``[., 0, 0]`` along the slice's two axes.
+
+    The projection of the origin on each in-plane axis direction: padding the scan with air
+    moves it by whole pixels, which the model grid's phase then follows.
+    """
+    origin = np.asarray(meta.origin, dtype=np.float64)
+    direction = np.asarray(meta.direction, dtype=np.float64).reshape(3, 3)
+    return float(origin @ direction[:, 1]), float(origin @ direction[:, 0])
+
+
 def model_grid(
-    native: tuple[int, int], spacing_yx: tuple[float, float], preprocess: PreprocessConfig
+    native: tuple[int, int],
+    spacing_yx: tuple[float, float],
+    preprocess: PreprocessConfig,
+    offset_yx: tuple[float, float] = (0.0, 0.0),
 ) -> ModelGrid:
     """The model grid of slices of ``native`` pixels at ``spacing_yx`` mm.
+
+    Args:
+        native: ``(h, w)``.
+        spacing_yx: pixel size in mm (:func:`inplane_spacing`).
+        preprocess: the model's preprocessing.
+        offset_yx: scanner position of the first pixel (:func:`inplane_offset`).
 
     Raises:
         InputError: a non-positive spacing, or a slice that would need over 16384 model pixels
@@ -208,15 +236,24 @@ def model_grid(
         return ModelGrid((h, w), (preprocess.size, preprocess.size), None)
     if not all(math.isfinite(s) and s > 0 for s in spacing_yx):
         raise InputError(f"pixel spacing {spacing_yx} mm is not a positive number.")
-    scale = (spacing_yx[0] / preprocess.spacing, spacing_yx[1] / preprocess.spacing)
-    shape = (max(1, int(math.floor(h * scale[0]))), max(1, int(math.floor(w * scale[1]))))
+    target = preprocess.spacing
+    scale = (spacing_yx[0] / target, spacing_yx[1] / target)
+    # The small epsilon keeps 100 x 0.4 (= 39.999...) at 40 pixels.
+    shape = (
+        max(1, int(math.floor(h * scale[0] + 1e-6))),
+        max(1, int(math.floor(w * scale[1] + 1e-6))),
+    )
     if max(shape) > 16384:
         raise InputError(
             f"a {h} x {w} slice at {spacing_yx[0]:g} x {spacing_yx[1]:g} mm would be"
-            f" {shape[0]} x {shape[1]} pixels at the model's {preprocess.spacing:g} mm: check"
+            f" {shape[0]} x {shape[1]} pixels at the model's {target:g} mm: check"
             " the scan's spacing."
         )
-    return ModelGrid((h, w), shape, scale)
+    phase = tuple(
+        float(((0.5 * s - float(o) - 0.5 * target) % target) / s)
+        for s, o in zip(spacing_yx, offset_yx, strict=True)
+    )
+    return ModelGrid((h, w), shape, scale, (phase[0], phase[1]))
 
 
 def normalize_intensity(volume: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
@@ -245,50 +282,75 @@ def pad_value(preprocess: PreprocessConfig) -> float:
     return float((preprocess.window[0] - preprocess.intensity[0]) / preprocess.intensity[1])
 
 
-def _scale_slices(
-    slices: torch.Tensor, scale: tuple[float, float], out_shape: tuple[int, int], order: int
+@lru_cache(maxsize=64)
+def resample_matrix(
+    n_in: int, n_out: int, positions: tuple[float, float], order: int
 ) -> torch.Tensor:
-    """Resample ``[n, c, h, w]`` by ``scale`` (output pixels per input pixel) to ``out_shape``.
+    """``[n_out, n_in]`` weights that resample one axis: output ``i`` samples input position
+    ``positions[0] + i * positions[1]`` (input pixels).
 
-    The scale itself, not the ratio of the shapes, maps coordinates (output pixel centre ``i``
-    samples input position ``(i + 0.5) / scale - 0.5``), so a slice and the same slice padded
-    with air land on the same model pixels, and the way back is the exact inverse. Rows or
-    columns the floor of ``h * scale`` left out are filled by repeating the edge.
+    ``order`` 1: linear interpolation, widened to a triangle of half-width ``step`` when the
+    output is coarser than the input (antialiasing: every input pixel contributes); weights
+    renormalised where the triangle leaves the input (the edge value continues). ``order`` 0:
+    the nearest input pixel (label maps: ids are kept, never blended).
     """
-    if order not in (0, 1):
-        raise InputError(f"interpolation order must be 0 (nearest) or 1 (linear), got {order}.")
+    start, step = positions
+    u = start + step * np.arange(n_out, dtype=np.float64)
+    if order == 0:
+        idx = np.clip(np.floor(u + 0.5).astype(np.int64), 0, n_in - 1)
+        m = np.zeros((n_out, n_in), dtype=np.float32)
+        m[np.arange(n_out), idx] = 1.0
+        return torch.from_numpy(m)
+    radius = max(1.0, step)
+    j = np.arange(n_in, dtype=np.float64)
+    weights = np.clip(1.0 - np.abs(j[None, :] - u[:, None]) / radius, 0.0, None)
+    total = weights.sum(axis=1, keepdims=True)
+    # A sample beyond the input's edge takes the edge pixel.
+    empty = total[:, 0] <= 0
+    if empty.any():
+        weights[empty, np.clip(np.rint(u[empty]).astype(np.int64), 0, n_in - 1)] = 1.0
+        total = weights.sum(axis=1, keepdims=True)
+    return torch.from_numpy((weights / total).astype(np.float32))
+
+
+def _resample(slices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``[n, c, h, w]`` -> ``[n, c, H, W]`` as ``rows @ slice @ cols.T``, in chunks."""
     out = []
     for start in range(0, slices.shape[0], _CHUNK):
-        chunk = slices[start : start + _CHUNK]
-        if scale == (1.0, 1.0):
-            resized = chunk
-        elif order == 0:
-            resized = F.interpolate(
-                chunk, scale_factor=scale, mode="nearest-exact", recompute_scale_factor=False
-            )
-        else:
-            resized = F.interpolate(
-                chunk,
-                scale_factor=scale,
-                mode="bilinear",
-                align_corners=False,
-                antialias=scale[0] < 1.0 or scale[1] < 1.0,
-                recompute_scale_factor=False,
-            )
-        dh = out_shape[0] - resized.shape[-2]
-        dw = out_shape[1] - resized.shape[-1]
-        if dh < 0 or dw < 0:
-            resized = resized[..., : out_shape[0], : out_shape[1]]
-        if dh > 0 or dw > 0:
-            resized = F.pad(resized, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate")
-        out.append(resized)
+        chunk = slices[start : start + _CHUNK].float()
+        out.append(torch.matmul(torch.matmul(rows, chunk), cols.T))
     if not out:
-        return slices.new_zeros((0, *slices.shape[1:-2], *out_shape))
+        return slices.new_zeros((0, *slices.shape[1:-2], rows.shape[0], cols.shape[0]))
     return torch.cat(out, dim=0)
 
 
+def _forward_matrices(grid: ModelGrid, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    assert grid.scale is not None
+    mats = []
+    for n_in, n_out, scale, phase in zip(
+        grid.native, grid.shape, grid.scale, grid.phase, strict=True
+    ):
+        # u_i = (i + 0.5) / scale - 0.5 + phase
+        mats.append(resample_matrix(n_in, n_out, (0.5 / scale - 0.5 + phase, 1.0 / scale), order))
+    return mats[0], mats[1]
+
+
+def _backward_matrices(grid: ModelGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    assert grid.scale is not None
+    mats = []
+    for n_native, n_model, scale, phase in zip(
+        grid.native, grid.shape, grid.scale, grid.phase, strict=True
+    ):
+        # The inverse of the forward map: native j sits at model (j + 0.5 - phase) * scale - 0.5.
+        mats.append(resample_matrix(n_model, n_native, ((0.5 - phase) * scale - 0.5, scale), 1))
+    return mats[0], mats[1]
+
+
 def to_model_grid(
-    slices_hu: np.ndarray, spacing_yx: tuple[float, float], preprocess: PreprocessConfig
+    slices_hu: np.ndarray,
+    spacing_yx: tuple[float, float],
+    preprocess: PreprocessConfig,
+    offset_yx: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, ModelGrid]:
     """Model input of axial slices: normalised intensities on the model's pixel grid.
 
@@ -296,6 +358,7 @@ def to_model_grid(
         slices_hu: ``[z, y, x]`` HU (or the window's units), canonical orientation.
         spacing_yx: their in-plane pixel size in mm (:func:`inplane_spacing`).
         preprocess: the model's preprocessing.
+        offset_yx: scanner position of the first pixel (:func:`inplane_offset`).
 
     Returns:
         ``(image, grid)``: float32 ``[z, H, W]`` and the grid mapping.
@@ -304,13 +367,14 @@ def to_model_grid(
         raise InputError(
             f"expected a 3D volume [z, y, x], got an array of shape {slices_hu.shape}."
         )
-    grid = model_grid(slices_hu.shape[1:], spacing_yx, preprocess)
+    grid = model_grid(slices_hu.shape[1:], spacing_yx, preprocess, offset_yx)
     normalized = normalize_intensity(slices_hu, preprocess)
     if grid.scale is None:
         return resize_slices(normalized, preprocess.size, order=1), grid
+    rows, cols = _forward_matrices(grid, order=1)
     tensor = torch.from_numpy(np.ascontiguousarray(normalized))[:, None]
     with torch.no_grad():
-        image = _scale_slices(tensor, grid.scale, grid.shape, order=1)[:, 0].numpy()
+        image = _resample(tensor, rows, cols)[:, 0].numpy()
     return np.ascontiguousarray(image, dtype=np.float32), grid
 
 
@@ -318,21 +382,22 @@ def labels_to_model_grid(labels: np.ndarray, grid: ModelGrid) -> np.ndarray:
     """A label map ``[z, y, x]`` on the model grid (nearest neighbour; ids are kept)."""
     if grid.scale is None:
         return resize_slices(labels, grid.shape[0], order=0)
+    rows, cols = _forward_matrices(grid, order=0)
     tensor = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))[:, None]
     with torch.no_grad():
-        out = _scale_slices(tensor, grid.scale, grid.shape, order=0)[:, 0].numpy()
-    return out.astype(labels.dtype)
+        out = _resample(tensor, rows, cols)[:, 0].numpy()
+    return np.rint(out).astype(labels.dtype)
 
 
 def logits_to_native(logits: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
     """Logits ``[z, c, H, W]`` on the model grid back to the slices' own ``[z, c, h, w]``."""
-    if tuple(logits.shape[-2:]) == grid.native and grid.scale in (None, (1.0, 1.0)):
-        return logits
     with torch.no_grad():
         if grid.scale is None:
+            if tuple(logits.shape[-2:]) == grid.native:
+                return logits
             return _interpolate(logits.float(), grid.native, order=1)
-        inverse = (1.0 / grid.scale[0], 1.0 / grid.scale[1])
-        return _scale_slices(logits.float(), inverse, grid.native, order=1)
+        rows, cols = _backward_matrices(grid)
+        return _resample(logits, rows, cols)
 
 
 def tile_starts(length: int, size: int, overlap: float = TILE_OVERLAP) -> list[int]:

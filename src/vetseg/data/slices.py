@@ -22,7 +22,13 @@ import torch
 from vetseg.config import AugmentConfig, PreprocessConfig
 from vetseg.data.augment import Augmenter, build_augment
 from vetseg.data.datasets import LoadedCase
-from vetseg.data.preprocess import inplane_spacing, labels_to_model_grid, pad_value, to_model_grid
+from vetseg.data.preprocess import (
+    inplane_offset,
+    inplane_spacing,
+    labels_to_model_grid,
+    pad_value,
+    to_model_grid,
+)
 from vetseg.errors import InputError
 
 
@@ -86,8 +92,10 @@ class SliceDataset(torch.utils.data.Dataset):
                     f"case {case.case_id}: label id {int(case.labels.max())} is outside the"
                     f" {n_organs} organs {list(self.organs)}."
                 )
-            spacing = inplane_spacing(case.canonical_meta.spacing)
-            image, grid = to_model_grid(case.image, spacing, preprocess)
+            meta = case.canonical_meta
+            image, grid = to_model_grid(
+                case.image, inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
+            )
             images.extend(image.astype(cache_dtype))
             labels.extend(labels_to_model_grid(case.labels.astype(np.uint8), grid))
             origins.extend((case.case_id, z) for z in range(case.image.shape[0]))

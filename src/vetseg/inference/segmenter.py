@@ -214,7 +214,11 @@ class Segmenter:
         return (1.0, 1.0)  # unused by a legacy model
 
     def _logits(
-        self, slices_hu: np.ndarray, spacing_yx: tuple[float, float], release: bool = False
+        self,
+        slices_hu: np.ndarray,
+        spacing_yx: tuple[float, float],
+        release: bool = False,
+        offset_yx: tuple[float, float] = (0.0, 0.0),
     ) -> torch.Tensor:
         """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices.
 
@@ -231,7 +235,7 @@ class Segmenter:
         )
 
         pre = self.info.preprocess
-        image, grid = to_model_grid(slices_hu, spacing_yx, pre)
+        image, grid = to_model_grid(slices_hu, spacing_yx, pre, offset_yx)
         pending = [0]
         height, width = image.shape[1:]
         n_tiles = len(tile_starts(height, pre.size)) * len(tile_starts(width, pre.size))
@@ -249,10 +253,14 @@ class Segmenter:
 
     @torch.inference_mode()
     def _label_slices(
-        self, slices_hu: np.ndarray, spacing_yx: tuple[float, float], release: bool = False
+        self,
+        slices_hu: np.ndarray,
+        spacing_yx: tuple[float, float],
+        release: bool = False,
+        offset_yx: tuple[float, float] = (0.0, 0.0),
     ) -> tuple[np.ndarray, np.ndarray]:
         """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``."""
-        logits = self._logits(slices_hu, spacing_yx, release)
+        logits = self._logits(slices_hu, spacing_yx, release, offset_yx)
         # The sigmoid is monotonic: the organ with the largest logit is the most probable, and
         # only its probability is needed, so one sigmoid per voxel instead of one per organ.
         best_logit, best = logits.max(dim=1)
@@ -284,6 +292,7 @@ class Segmenter:
         volume: np.ndarray,
         progress: Progress | None = None,
         spacing_yx: tuple[float, float] | None = None,
+        offset_yx: tuple[float, float] = (0.0, 0.0),
     ) -> tuple[np.ndarray, np.ndarray]:
         """The model's labels and winning probabilities for a canonical volume in HU.
 
@@ -292,6 +301,8 @@ class Segmenter:
             progress: called with ``(slices done, slices in all)`` after every batch.
             spacing_yx: in-plane pixel size ``(y, x)`` in mm (needed by a model with a pixel
                 spacing; a legacy model squashes every slice to its input size).
+            offset_yx: scanner position of pixel ``[., 0, 0]`` along y and x (mm): keeps the
+                model grid on the same scanner lattice however the field of view is cut.
 
         Returns:
             ``(labels, probability)``: uint8 ``[z, y, x]`` each; probability 0..255 for 0..1.
@@ -303,7 +314,10 @@ class Segmenter:
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             labels[start:stop], prob[start:stop] = self._label_slices(
-                volume[start:stop].astype(np.float32), spacing, release=stop == total
+                volume[start:stop].astype(np.float32),
+                spacing,
+                release=stop == total,
+                offset_yx=offset_yx,
             )
             if progress is not None:
                 progress(stop, total)
@@ -346,10 +360,13 @@ class Segmenter:
         orientation = self.info.preprocess.orientation
         canonical, canonical_meta = to_canonical(volume, meta, orientation)
         clock.lap("reorient")
-        from vetseg.data.preprocess import inplane_spacing
+        from vetseg.data.preprocess import inplane_offset, inplane_spacing
 
         model_labels, prob = self.segment_canonical(
-            canonical, progress, inplane_spacing(canonical_meta.spacing)
+            canonical,
+            progress,
+            inplane_spacing(canonical_meta.spacing),
+            inplane_offset(canonical_meta),
         )
         clock.lap("model")
         labels_c = model_labels

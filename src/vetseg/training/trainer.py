@@ -74,6 +74,7 @@ def make_validation_cases(
 ) -> list[ValidationCase]:
     """Preprocess validation cases once, with the input definition of training and inference."""
     from vetseg.data.preprocess import (
+        inplane_offset,
         inplane_spacing,
         labels_to_model_grid,
         pad_value,
@@ -84,8 +85,10 @@ def make_validation_cases(
     for case in loaded_cases:
         if case.labels is None:
             raise VetsegError(f"validation case {case.case_id} has no label map.")
-        spacing = inplane_spacing(case.canonical_meta.spacing)
-        image, grid = to_model_grid(case.image, spacing, preprocess)
+        meta = case.canonical_meta
+        image, grid = to_model_grid(
+            case.image, inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
+        )
         labels = labels_to_model_grid(case.labels, grid)
         out.append(
             ValidationCase(

@@ -84,6 +84,7 @@ def uncertainty_score(
     canonical_volume: np.ndarray,
     batch_size: int = 8,
     spacing_yx: tuple[float, float] = (1.0, 1.0),
+    offset_yx: tuple[float, float] = (0.0, 0.0),
 ) -> float:
     """Mean predictive entropy (bits, summed over organs) of the voxels inside the body.
 
@@ -93,6 +94,7 @@ def uncertainty_score(
         canonical_volume: ``[z, y, x]`` scan in canonical orientation, in the window's units.
         batch_size: slices per forward pass.
         spacing_yx: the scan's in-plane pixel size in mm (used by a model with a spacing).
+        offset_yx: scanner position of the first pixel along y and x (mm).
 
     Returns:
         ``mean over body voxels of sum over organs of H(p)``: 0 for a model that is sure
@@ -115,7 +117,7 @@ def uncertainty_score(
     with torch.no_grad():
         for start in range(0, canonical_volume.shape[0], batch_size):
             chunk = canonical_volume[start : start + batch_size].astype(np.float32)
-            image, grid = to_model_grid(chunk, spacing_yx, preprocess)
+            image, grid = to_model_grid(chunk, spacing_yx, preprocess, offset_yx)
             logits = tiled_logits(run, image, preprocess.size, pad_value(preprocess), batch_size)
             logits = logits_to_native(logits, grid)
             body = torch.from_numpy(chunk > body_level)
@@ -155,7 +157,7 @@ def _cached_score(workspace: Workspace, case_id: str, model_id: str) -> float | 
 
 def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
     """The case's uncertainty under the segmenter's model, cached in the database."""
-    from vetseg.data.preprocess import inplane_spacing
+    from vetseg.data.preprocess import inplane_offset, inplane_spacing
     from vetseg.io.image import read_image, to_canonical
 
     model_id = segmenter.info.model_id
@@ -171,6 +173,7 @@ def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
         canonical,
         segmenter.batch_size,
         inplane_spacing(canonical_meta.spacing),
+        inplane_offset(canonical_meta),
     )
     with workspace.transaction():
         workspace.db.execute(
@@ -193,7 +196,7 @@ def _prelabel_case(
     """Draft one case's label, write both files, then record it in one transaction."""
     import shutil
 
-    from vetseg.data.preprocess import inplane_spacing
+    from vetseg.data.preprocess import inplane_offset, inplane_spacing
     from vetseg.io.image import read_image, to_canonical, write_image
 
     info = segmenter.info
@@ -208,6 +211,7 @@ def _prelabel_case(
             canonical,
             segmenter.batch_size,
             inplane_spacing(canonical_meta.spacing),
+            inplane_offset(canonical_meta),
         )
     prediction = segmenter.predict(volume, meta)
     labels = _workspace_ids(info.organs, organs)[prediction.labels]

@@ -1,0 +1,160 @@
+"""Physical scale: slices resampled to the model's pixel spacing, tiles, and the way back."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vetseg.config import PreprocessConfig
+from vetseg.data.preprocess import (
+    foreground_intensity,
+    labels_to_model_grid,
+    logits_to_native,
+    model_grid,
+    normalize_intensity,
+    pad_value,
+    tile_starts,
+    tiled_logits,
+    to_model_grid,
+)
+from vetseg.errors import InputError
+
+PHYSICAL = PreprocessConfig(size=32, spacing=1.5, intensity=(50.0, 200.0))
+
+
+def test_model_grid_follows_millimetres_not_pixels() -> None:
+    # 300 mm of field of view at 0.75 mm and at 1.5 mm: the same 200 model pixels.
+    assert model_grid((400, 400), (0.75, 0.75), PHYSICAL).shape == (200, 200)
+    assert model_grid((200, 200), (1.5, 1.5), PHYSICAL).shape == (200, 200)
+    anisotropic = model_grid((100, 60), (0.6, 3.0), PHYSICAL)
+    assert anisotropic.shape == (40, 120) and anisotropic.scale == pytest.approx((0.4, 2.0))
+    legacy = model_grid((400, 300), (0.75, 0.75), PreprocessConfig(size=32))
+    assert legacy.shape == (32, 32) and legacy.scale is None
+
+
+def test_model_grid_refuses_absurd_spacing_before_allocating() -> None:
+    with pytest.raises(InputError, match="check the scan's spacing"):
+        model_grid((512, 512), (500.0, 500.0), PHYSICAL)
+    with pytest.raises(InputError, match="positive"):
+        model_grid((8, 8), (0.0, 1.0), PHYSICAL)
+
+
+def test_fixed_intensity_does_not_depend_on_the_field_of_view() -> None:
+    rng = np.random.default_rng(0)
+    body = rng.normal(40, 60, (2, 20, 20)).astype(np.float32)
+    padded = np.full((2, 50, 60), -1000.0, dtype=np.float32)
+    padded[:, 10:30, 25:45] = body
+    inside = normalize_intensity(padded, PHYSICAL)[:, 10:30, 25:45]
+    np.testing.assert_allclose(inside, normalize_intensity(body, PHYSICAL), atol=1e-6)
+    # The legacy per-slice statistics do change with the air around the body.
+    legacy = PreprocessConfig(size=32)
+    assert (
+        np.abs(
+            normalize_intensity(padded, legacy)[:, 10:30, 25:45] - normalize_intensity(body, legacy)
+        ).max()
+        > 0.1
+    )
+    assert pad_value(PHYSICAL) == pytest.approx((-1000 - 50) / 200)
+
+
+def test_padding_with_air_lands_on_the_same_model_pixels() -> None:
+    rng = np.random.default_rng(1)
+    body = rng.normal(40, 60, (3, 30, 40)).astype(np.float32)
+    padded = np.full((3, 30 + 16, 40 + 24), -1000.0, dtype=np.float32)
+    padded[:, :30, :40] = body  # air added after the body: model pixels coincide exactly
+    a, grid_a = to_model_grid(body, (0.75, 0.75), PHYSICAL)
+    b, _ = to_model_grid(padded, (0.75, 0.75), PHYSICAL)
+    assert grid_a.shape == (15, 20)
+    # Antialiasing reaches one model pixel into the air: compare the interior.
+    np.testing.assert_allclose(a[:, :-1, :-1], b[:, :14, :19], atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [(0.0, 0.0), (3.7, -11.2)])
+def test_logits_go_back_with_the_exact_inverse_scale(offset: tuple[float, float]) -> None:
+    # A linear ramp survives model grid and back (linear weights are exact on linear functions).
+    identity = PreprocessConfig(size=32, spacing=1.5, window=(-1e6, 1e6), intensity=(0.0, 1.0))
+    yy, xx = np.mgrid[0:60, 0:90].astype(np.float32)
+    ramp = (0.3 * yy + 0.7 * xx)[None]
+    image, grid = to_model_grid(ramp, (0.5, 0.5), identity, offset)
+    assert grid.shape == (20, 30)  # 3 native pixels per model pixel
+    back = logits_to_native(torch.from_numpy(image)[:, None], grid)[0, 0].numpy()
+    assert back.shape == (60, 90)
+    interior = (slice(6, -6), slice(6, -6))
+    np.testing.assert_allclose(back[interior], ramp[0][interior], atol=1e-3)
+
+
+def test_model_pixels_sit_on_the_scanner_lattice() -> None:
+    """The same anatomy cut at another place gives the very same model pixels."""
+    identity = PreprocessConfig(size=32, spacing=1.5, window=(-1e6, 1e6), intensity=(0.0, 1.0))
+    scene = np.random.default_rng(4).normal(0, 1, (1, 90, 90)).astype(np.float32)
+    full, _ = to_model_grid(scene, (0.5, 0.5), identity, (0.0, 0.0))
+    # Drop the first 7 rows and 11 columns: the origin moves by 3.5 mm and 5.5 mm.
+    cut, _ = to_model_grid(scene[:, 7:, 11:], (0.5, 0.5), identity, (3.5, 5.5))
+    # Model pixel centres lie at multiples of 1.5 mm in both: 3.5 mm is not one, yet the
+    # interior pixels agree exactly (4 model rows = 6 mm, 4 columns = 6 mm apart).
+    np.testing.assert_allclose(
+        cut[0, 2:-2, 2:-2], full[0, 4 : 4 + cut.shape[1] - 4, 5 : 5 + cut.shape[2] - 4], atol=1e-5
+    )
+
+
+def test_labels_keep_their_ids_on_the_model_grid() -> None:
+    labels = np.zeros((2, 40, 40), dtype=np.uint8)
+    labels[:, 10:30, 5:15] = 3
+    labels[:, 10:30, 25:35] = 7
+    grid = model_grid((40, 40), (0.75, 0.75), PHYSICAL)
+    out = labels_to_model_grid(labels, grid)
+    assert out.shape == (2, 20, 20) and out.dtype == np.uint8
+    assert set(np.unique(out)) == {0, 3, 7}
+    assert (out == 3).sum() == 2 * 10 * 5  # half the size along each axis
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 64, 100, 257])
+def test_tiles_cover_every_pixel_with_overlap(length: int) -> None:
+    size = 32
+    starts = tile_starts(length, size)
+    covered = np.zeros(length, dtype=bool)
+    for s in starts:
+        covered[max(s, 0) : s + size] = True
+    assert covered.all()
+    if length > size:
+        assert starts[0] == 0 and starts[-1] == length - size
+        assert all(b - a <= size * 0.75 + 1 for a, b in zip(starts, starts[1:], strict=False))
+    else:
+        assert len(starts) == 1
+
+
+@pytest.mark.parametrize("shape", [(20, 20), (32, 32), (45, 70), (100, 33)])
+def test_tiled_identity_gives_the_image_back(shape: tuple[int, int]) -> None:
+    """A network that returns its input: blending overlapping tiles must reproduce the image."""
+    image = np.random.default_rng(2).normal(0, 1, (3, *shape)).astype(np.float32)
+    calls = []
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[1:] == (1, 32, 32)
+        calls.append(batch.shape[0])
+        return batch.copy()
+
+    out = tiled_logits(identity, image, 32, fill=-5.0, batch_size=4)
+    assert out.shape == (3, 1, *shape)
+    np.testing.assert_allclose(out[:, 0].numpy(), image, atol=1e-5)
+    assert max(calls) <= 4
+
+
+def test_foreground_intensity_uses_organ_voxels_only() -> None:
+    image = np.full((2, 10, 10), -1000.0, dtype=np.float32)
+    labels = np.zeros((2, 10, 10), dtype=np.uint8)
+    image[:, :5] = 100.0
+    image[:, :5, :5] = 300.0
+    labels[:, :5] = 1
+    mean, std = foreground_intensity([(image, labels)], (-1000.0, 1000.0))
+    assert mean == pytest.approx(200.0) and std == pytest.approx(100.0)
+    with pytest.raises(InputError, match="no labelled voxel"):
+        foreground_intensity([(image, np.zeros_like(labels))], (-1000.0, 1000.0))
+
+
+def test_spacing_must_be_positive() -> None:
+    with pytest.raises(InputError, match="spacing"):
+        dataclasses.replace(PHYSICAL, spacing=-1.0)
