@@ -1,5 +1,6 @@
 """The method's stages as functions: train the human model (S100), transfer it (S101), train
-the same animal architecture from scratch (the baseline), and evaluate any model on a dataset.
+the same animal architecture from scratch (the baseline), and evaluate any model on a dataset
+(:func:`vetseg.training.evaluation.evaluate`, re-exported here).
 
 Each stage writes a model folder ``OUT/`` (model.safetensors + model.json) and its training
 record under ``OUT/train/`` (splits.json, config.json, metrics.jsonl, checkpoint).
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vetseg.config import StageConfig, to_dict
@@ -24,7 +24,8 @@ from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
 from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
-from vetseg.training.trainer import Trainer, make_validation_cases, nanmean, validation_dice
+from vetseg.training.evaluation import evaluate
+from vetseg.training.trainer import Trainer, make_validation_cases, validation_dice
 
 
 @dataclass
@@ -314,63 +315,6 @@ def refine(
     )
     save_model(model, out, info)
     return info
-
-
-def evaluate(
-    model_path: Path, data: Path, split: str = "all", organ_map: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Dice per organ of a model on a dataset, on each scan's own grid.
-
-    Args:
-        model_path: a model folder.
-        data: a labelled dataset.
-        split: "all", or "train" / "val" / "test" of the model's own recorded split.
-        organ_map: model organ -> dataset organ (e.g. the human -> animal correspondence for a
-            zero-shot human model); default: the same names.
-
-    Returns:
-        ``{"organs": [...], "per_case": {case: {organ: dice}}, "per_organ": {organ: mean},
-        "mean_dice": float, "synthetic": bool}``.
-    """
-    from vetseg.data.datasets import load_case, open_dataset
-    from vetseg.inference.segmenter import Segmenter
-    from vetseg.training.metrics import DiceAccumulator
-
-    segmenter = Segmenter.load(model_path)
-    organ_map = organ_map or {o: o for o in segmenter.organs}
-    target_organs = tuple(o for o in segmenter.organs if o in organ_map)
-    dataset = open_dataset(Path(data), organs=[organ_map[o] for o in target_organs])
-    cases = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
-    if split != "all":
-        ids = set(segmenter.info.training.get("split", {}).get(split, []))
-        cases = [c for c in cases if c.case_id in ids]
-    if not cases:
-        raise InputError(f"{data}: no labelled case to evaluate (split {split!r}).")
-    per_case: dict[str, dict[str, float]] = {}
-    for case in cases:
-        loaded = load_case(dataset, case)
-        prediction = segmenter.predict(loaded.image, loaded.canonical_meta)
-        acc = DiceAccumulator(len(target_organs))
-        pred = np.stack([prediction.labels == segmenter.organs.index(o) + 1 for o in target_organs])
-        true = np.stack([loaded.labels == i + 1 for i in range(len(target_organs))])
-        acc.update(torch.from_numpy(pred).unsqueeze(0), torch.from_numpy(true).unsqueeze(0))
-        per_case[case.case_id] = {
-            organ_map[o]: float(d) for o, d in zip(target_organs, acc.dice(), strict=True)
-        }
-    organs_out = [organ_map[o] for o in target_organs]
-    table = np.array([[per_case[c][o] for o in organs_out] for c in per_case])
-    per_organ = {o: nanmean(table[:, i]) for i, o in enumerate(organs_out)}
-    return {
-        "model": str(model_path),
-        "model_id": segmenter.info.model_id,
-        "data": str(data),
-        "split": split,
-        "organs": organs_out,
-        "per_case": per_case,
-        "per_organ": per_organ,
-        "mean_dice": nanmean(table),
-        "synthetic": bool(dataset.synthetic),
-    }
 
 
 __all__ = ["evaluate", "prepare_data", "refine", "train_human", "transfer", "validation_dice"]

@@ -205,7 +205,9 @@ def run_demo_rounds(
 
     def held_out_dice(model_dir: Path, model_id: str) -> float:
         if model_id not in cache:
-            cache[model_id] = float(evaluate(model_dir, held_out)["mean_dice"])
+            # What vetseg segment writes (post-processed), as the demo's own table scores.
+            mean = evaluate(model_dir, held_out)["mean_dice"]
+            cache[model_id] = float("nan") if mean is None else float(mean)
             atomic_write_json(cache_file, cache)
         return cache[model_id]
 
