@@ -130,6 +130,18 @@ def test_missed_absent_and_not_annotated_organs_are_told_apart(
     assert result["postprocess"] is True
 
 
+def test_an_organ_the_dataset_does_not_label_is_no_miss_even_when_drawn(tmp_path: Path) -> None:
+    _dataset(tmp_path / "data")
+    tiny_model(tmp_path / "heart", organs=("liver", "spleen", "heart"), head_bias=(-6, -6, 6))
+    result = evaluate(tmp_path / "heart", tmp_path / "data")  # heart everywhere, nothing else
+    assert {result["per_case"][c]["heart"]["status"] for c in "abc"} == {"not_annotated"}
+    assert result["per_organ"]["heart"] is None and result["summary"]["heart"]["cases"] == 0
+    assert [result["per_case"][c]["liver"]["status"] for c in "abc"] == [
+        "missed", "missed", "absent_in_both",
+    ]  # fmt: skip
+    assert result["mean_dice"] == 0.0  # liver and spleen missed; the heart is not held against it
+
+
 def test_evaluate_json_is_strict_json_and_the_table_names_statuses(
     tmp_path: Path, liver_everywhere: Path
 ) -> None:
