@@ -218,24 +218,33 @@ def test_refine_refuses_a_human_model_before_starting_a_round(tmp_path: Path) ->
         assert ws.db.execute("SELECT COUNT(*) FROM rounds").fetchone()[0] == 0
 
 
+def _parent_trained_elsewhere(tmp_path: Path, setup: Setup, n: int) -> tuple[ModelInfo, list[str]]:
+    """A parent whose split was made on another folder holding the workspace's labelled scans
+    under other names (``lab<i>`` is ``rabbit_<i>`` there); returns it and the ``lab`` names of
+    the cases it trained or selected on."""
+    import shutil
+
+    elsewhere = tmp_path / "parent_data"
+    elsewhere.mkdir()
+    for i in range(n):
+        for ending in (".nii.gz", "_seg.nii.gz"):
+            shutil.copy(setup.inputs / f"lab{i}{ending}", elsewhere / f"rabbit_{i}{ending}")
+    ratios = (2, 1, 1) if n > 3 else (2, 1, 0)
+    prepared = prepare_data(elsewhere, ORGANS, 0, tmp_path / "splits.json", ratios=ratios)
+    seen = prepared.splits["train"] + prepared.splits["val"]
+    info = tiny_model(tmp_path / "parent", head_bias=(5.0, -5.0))
+    info.training = {"data": str(elsewhere), "split": prepared.recorded_split()}
+    (tmp_path / "parent" / "model.json").write_text(json.dumps(info.to_json()))
+    return info, sorted(c.replace("rabbit_", "lab") for c in seen)
+
+
 def test_a_parent_case_under_another_name_is_seen_by_content(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The demo's leak: the parent validated on ``rabbit_2``, the workspace holds the same scan
     as ``lab2``; a round must neither validate on it nor score the parent there."""
-    import shutil
-
     setup = make_workspace(tmp_path, labelled=4, unlabelled=3, with_model=False)
-    elsewhere = tmp_path / "parent_data"  # the parent's own dataset: same scans, other names
-    elsewhere.mkdir()
-    for i in range(4):
-        for ending in (".nii.gz", "_seg.nii.gz"):
-            shutil.copy(setup.inputs / f"lab{i}{ending}", elsewhere / f"rabbit_{i}{ending}")
-    prepared = prepare_data(elsewhere, ORGANS, 0, tmp_path / "splits.json", ratios=(2, 1, 1))
-    parent_seen = prepared.splits["train"] + prepared.splits["val"]
-    info = tiny_model(tmp_path / "parent", head_bias=(5.0, -5.0))
-    info.training = {"data": str(elsewhere), "split": prepared.recorded_split()}
-    (tmp_path / "parent" / "model.json").write_text(json.dumps(info.to_json()))
+    info, parent_seen = _parent_trained_elsewhere(tmp_path, setup, 4)
     monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
     with Workspace.open(setup.root) as ws:
         use_model(ws, tmp_path / "parent")
@@ -243,15 +252,27 @@ def test_a_parent_case_under_another_name_is_seen_by_content(
             correct(ws, case_id, setup.truth[case_id])
         known = rounds_module.seen_cases(ws, info.model_id)
         assert not known.names  # nothing is matched by name
-        as_lab = {c: c.replace("rabbit_", "lab") for c in parent_seen}
         dataset = ws.dataset(ws.training_labels(), ORGANS)
-        assert rounds_module.seen_among(dataset, ["lab3", *as_lab.values()], known) == (
-            sorted(as_lab.values())
-        )
+        candidates = ["lab3", "new0", *parent_seen]
+        assert rounds_module.seen_among(dataset, candidates, known) == parent_seen
         result = refine_round(ws)
         split = ws.model(result.model_id).split
-        assert set(as_lab.values()) <= set(split["train"])
-        assert not set(as_lab.values()) & set(split["val"] + split["test"])
+        assert set(parent_seen) <= set(split["train"])
+        assert not set(parent_seen) & set(split["val"] + split["test"])
         assert result.val_seen_by_parent == []
         logged = [a["details"] for a in ws.audit_log() if a["action"] == "refine"]
         assert logged[-1]["val_seen_by_parent"] == []
+
+
+def test_a_round_with_too_few_new_cases_records_which_the_parent_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = make_workspace(tmp_path, labelled=3, unlabelled=0, with_model=False)
+    _, parent_seen = _parent_trained_elsewhere(tmp_path, setup, 3)
+    assert parent_seen == ["lab0", "lab1", "lab2"]  # 2 train + 1 val: every case
+    monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "parent")
+        result = refine_round(ws)
+        assert result.val_seen_by_parent == result.val_cases and len(result.val_cases) == 1
+        assert "the parent saw 1 of the 1 validation case(s)" in ws.model(result.model_id).note
