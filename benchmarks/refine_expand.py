@@ -88,12 +88,17 @@ def dice(demo: Path) -> dict[str, dict[str, float]]:
         )
         result = evaluate(work / f"expand_{expand}", heldout)
         out[f"expand_{expand}"] = {
-            "heldout_mean_dice": round(result["mean_dice"], 3),
-            "per_organ": {k: round(v, 3) for k, v in result["per_organ"].items()},
+            "heldout_mean_dice": _rounded(result["mean_dice"]),
+            "per_organ": {k: _rounded(v) for k, v in result["per_organ"].items()},
+            "heldout_mean_hd95_mm": _rounded(result["mean_hd95_mm"]),
             "training_s": round(time.perf_counter() - started, 1),
         }
         print(f"expand {expand}: {out[f'expand_{expand}']}", flush=True)
     return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def main() -> None:

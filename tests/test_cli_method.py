@@ -87,36 +87,68 @@ def test_models_record_lineage_settings_and_split(trained: dict[str, Path]) -> N
     assert [json.loads(line)["phase"] for line in log] == ["frozen", "unfrozen"]
 
 
-@pytest.mark.slow
-def test_segment_writes_a_label_map_on_the_scan_grid(trained: dict[str, Path]) -> None:
-    scan = trained["rabbit"] / "imagesTr" / "rabbit_000_0000.nii.gz"
-    out = trained["root"] / "seg.nii.gz"
-    _ok(["segment", str(trained["rabbit_model"]), str(scan), "--out", str(out)])
+def _segment(trained: dict[str, Path], case: str) -> tuple[np.ndarray, np.ndarray]:
+    """``vetseg segment`` one rabbit: (label map written, reference label), both in model ids."""
+    scan = trained["rabbit"] / "imagesTr" / f"{case}_0000.nii.gz"
+    out = trained["root"] / "segmented" / f"{case}.nii.gz"
+    if not out.is_file():
+        _ok(["segment", str(trained["rabbit_model"]), str(scan), "--out", str(out)])
     image, meta = read_image(scan)
-    labels, label_meta = read_label(out, reference=meta, reference_shape=image.shape)
-    assert labels.shape == image.shape and label_meta == meta
-    assert labels.max() <= 7
+    labels, _ = read_label(out, reference=meta, reference_shape=image.shape)
+    reference, _ = read_label(trained["rabbit"] / "labelsTr" / f"{case}.nii.gz")
+    names = json.loads((trained["rabbit"] / "dataset.json").read_text())["labels"]
+    organs = json.loads((trained["rabbit_model"] / "model.json").read_text())["organs"]
+    assert set(organs) <= set(names)
+    in_model_ids = np.zeros_like(labels)
+    for index, organ in enumerate(organs):
+        in_model_ids[reference == names[organ]] = index + 1
+    return labels, in_model_ids
 
 
 @pytest.mark.slow
-def test_evaluate_prints_and_writes_the_dice_table(trained: dict[str, Path]) -> None:
+def test_segment_writes_the_post_processed_prediction_on_the_scan_grid(
+    trained: dict[str, Path],
+) -> None:
+    from vetseg.inference.postprocess import PostprocessConfig
+    from vetseg.inference.segmenter import Segmenter
+
+    labels, _ = _segment(trained, "rabbit_000")
+    image, meta = read_image(trained["rabbit"] / "imagesTr" / "rabbit_000_0000.nii.gz")
+    segmenter = Segmenter.load(trained["rabbit_model"], postprocess=PostprocessConfig())
+    assert np.array_equal(labels, segmenter.predict(image, meta).labels)
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_what_segment_writes_in_strict_json(trained: dict[str, Path]) -> None:
     out = trained["root"] / "eval.json"
     text = _ok(
         ["evaluate", str(trained["rabbit_model"]), str(trained["rabbit"]), "--json", str(out)]
     )
-    assert "kidney_left" in text and "mean" in text
-    result = json.loads(out.read_text())
-    assert set(result["per_organ"]) == {
-        "liver",
-        "spleen",
-        "kidney_left",
-        "kidney_right",
-        "lungs",
-        "heart",
-        "bone",
-    }
-    assert len(result["per_case"]) == 3 and result["synthetic"] is True
-    assert 0.0 <= result["mean_dice"] <= 1.0
+    assert "kidney_left" in text and "HD95" in text
+    result = _strict_json(out.read_text())
+    assert isinstance(result, dict) and result["synthetic"] is True
+    organs = result["organs"]
+    assert sorted(result["per_case"]) == ["rabbit_000", "rabbit_001", "rabbit_002"]
+    for case, scores in result["per_case"].items():
+        labels, reference = _segment(trained, case)  # what a user of vetseg segment gets
+        for index, organ in enumerate(organs, start=1):
+            predicted, true = labels == index, reference == index
+            total = int(predicted.sum()) + int(true.sum())
+            expected = 2.0 * int((predicted & true).sum()) / total if total else None
+            assert scores[organ]["dice"] == pytest.approx(expected), (case, organ)
+    for organ in organs:
+        counted = [
+            s[organ]["dice"] for s in result["per_case"].values() if s[organ]["dice"] is not None
+        ]
+        expected = float(np.mean(counted)) if counted else None
+        assert result["per_organ"][organ] == pytest.approx(expected), organ
 
 
 @pytest.mark.slow

@@ -416,18 +416,26 @@ def evaluate(
     model: Path = typer.Argument(..., help="A vetseg model folder."),
     data: Path = typer.Argument(..., help="A labelled dataset."),
     split: str = typer.Option("all", help="all, or train/val/test of the model's own split."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the table as JSON here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
+    raw: bool = typer.Option(
+        False, "--raw", help="Score the model's raw label map, without segment's post-processing."
+    ),
 ) -> None:
-    """Per-organ Dice of a model on a labelled dataset (table on screen, JSON on request)."""
-    from vetseg.reporting import print_dice_table
-    from vetseg.training.stages import evaluate as run_evaluate
+    """Dice and HD95 per organ of a model on a labelled dataset, scoring what segment writes."""
+    from rich.console import Console
 
-    result = run_evaluate(model, data, split=split)
-    print_dice_table({Path(model).name: result}, result["organs"], synthetic=result["synthetic"])
+    from vetseg.reporting import evaluation_table
+    from vetseg.training.evaluation import evaluate as run_evaluate
+
+    result = run_evaluate(model, data, split=split, raw=raw)
+    Console().print(evaluation_table(result))
     if json_out is not None:
-        from vetseg.fileutil import atomic_write_json
+        import json
 
-        atomic_write_json(json_out, result)
+        from vetseg.fileutil import atomic_write_text
+
+        # Strict JSON: the result holds null, never NaN, and a NaN that slipped in is an error.
+        atomic_write_text(json_out, json.dumps(result, indent=2, allow_nan=False) + "\n")
         print(f"wrote {json_out}")
 
 

@@ -184,9 +184,11 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
     }
     atomic_write_json(out / "demo.json", report)
     atomic_write_text(out / "demo.md", markdown_dice_table(results, organs) + "\n")
-    gain = results["vetseg transfer"]["mean_dice"] - max(
-        results["scratch"]["mean_dice"], results["zero-shot human"]["mean_dice"]
-    )
+    # evaluate() gives None where no organ could be scored; that compares as nothing found.
+    mean = {
+        name: r["mean_dice"] if r["mean_dice"] is not None else 0.0 for name, r in results.items()
+    }
+    gain = mean["vetseg transfer"] - max(mean["scratch"], mean["zero-shot human"])
     print(
         f"held-out rabbits: {config.held_out}; labelled rabbits: {config.labelled}; "
         f"transfer beats the better baseline by {gain:+.3f} mean Dice; "

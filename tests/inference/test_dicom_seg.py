@@ -1,9 +1,13 @@
-"""DICOM-SEG for the real DICOM series in ../shared/data: valid, readable, on the right slices.
+"""DICOM-SEG: valid (dciodvfy), readable, on the right slices, for a series written here and for
+the real DICOM series in ../shared/data.
 
-The real series is anonymised with its SOP Instance, Series and Study UIDs blanked, so no
-segmentation can reference it: vetseg refuses it (tested). The other tests use a copy written to
-``tmp_path`` with the UIDs restored by pydicom (SOP Instance UIDs from the file meta header,
-which anonymisation left, new Study and Series UIDs); pixel data and geometry are untouched.
+Every DICOM-SEG checked here holds segments: the models used find organs by construction (a
+transparent intensity engine, or a head whose bias calls every voxel liver), so no check can pass
+by validating nothing. The real series is anonymised with its SOP Instance, Series and Study
+UIDs blanked, so no segmentation can reference it: vetseg refuses it (tested). The other tests
+use a copy written to ``tmp_path`` with the UIDs restored by pydicom (SOP Instance UIDs from the
+file meta header, which anonymisation left, new Study and Series UIDs); pixel data and geometry
+are untouched.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 from typer.testing import CliRunner
 
-from tests.inference.conftest import ORGANS
+from tests.inference.conftest import ORGANS, ramp_volume
 from vetseg.cli import app
 from vetseg.inference.dicom_seg import organ_code
 from vetseg.inference.pipeline import SegmentOutputs, segment_scan
 from vetseg.inference.segmenter import Segmenter
-from vetseg.io.image import read_image, read_label
+from vetseg.io.image import ImageMeta, read_image, read_label, write_dicom_series
 
-pytestmark = pytest.mark.realdata
+realdata = pytest.mark.realdata
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dicom3tools' dciodvfy absent (apt install dicom3tools)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +66,7 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in lines if line.startswith("Error")]
 
 
+@realdata
 def test_dicom_seg_of_the_real_series(
     intensity_segmenter: Segmenter, series_with_uids: Path, tmp_path: Path
 ) -> None:
@@ -93,22 +102,65 @@ def test_dicom_seg_of_the_real_series(
     assert np.array_equal(pixels[..., 1] == 1, labels == 2)
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy absent")
-def test_dciodvfy_reports_no_error(
-    random_model_dir: Path, series_with_uids: Path, tmp_path: Path
+def _segments(path: Path) -> list[str]:
+    return [s.SegmentLabel for s in pydicom.dcmread(path).SegmentSequence]
+
+
+def test_dicom_seg_of_a_written_series_holds_every_organ_found(
+    intensity_segmenter: Segmenter, tmp_path: Path
 ) -> None:
+    meta = ImageMeta(spacing=(0.9, 0.9, 2.0), origin=(-20.0, 15.0, 40.0))
+    files = write_dicom_series(ramp_volume((5, 24, 20), seed=3), meta, tmp_path / "series")
+    frame_of_reference = generate_uid()  # a scanner writes one; SimpleITK's writer does not
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.save_as(path)
+    outputs = SegmentOutputs(labels=tmp_path / "seg.nii.gz", dicom_seg=tmp_path / "seg.dcm")
+    result = segment_scan(intensity_segmenter, tmp_path / "series", outputs)
+    assert result.organs_found == ["liver", "spleen"]  # the engine's bright and dark blocks
+    assert _segments(tmp_path / "seg.dcm") == ["liver", "spleen"]
+    image, read_meta = read_image(tmp_path / "series")
+    labels, _ = read_label(
+        tmp_path / "seg.nii.gz", reference=read_meta, reference_shape=image.shape
+    )
+    import highdicom as hd
+
+    pixels = hd.seg.segread(tmp_path / "seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=list(read_meta.sop_uids), segment_numbers=[1, 2]
+    )
+    assert np.array_equal(pixels[..., 0] == 1, labels == 1)
+    assert np.array_equal(pixels[..., 1] == 1, labels == 2)
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+@needs_dciodvfy
+def test_dciodvfy_catches_an_invalid_file(tmp_path: Path) -> None:
+    """The validator itself is not a check that cannot fail."""
+    meta = ImageMeta(spacing=(0.9, 0.9, 2.0), origin=(0.0, 0.0, 0.0))
+    (path,) = write_dicom_series(ramp_volume((1, 8, 8)), meta, tmp_path / "series")
+    ds = pydicom.dcmread(path)
+    del ds.Rows  # a type 1 attribute of the CT image
+    ds.save_as(tmp_path / "broken.dcm")
+    assert dciodvfy_errors(tmp_path / "broken.dcm") != []
+
+
+@realdata
+@needs_dciodvfy
+def test_dciodvfy_reports_no_error(model_dir: Path, series_with_uids: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg.dcm"
     result = CliRunner().invoke(
         app,
-        ["segment", str(random_model_dir), str(series_with_uids), "--out", str(tmp_path / "s.nrrd")]
-        + ["--dicom-seg", str(out), "--threshold", "0.3"],
+        ["segment", str(model_dir), str(series_with_uids), "--out", str(tmp_path / "s.nrrd")]
+        + ["--dicom-seg", str(out)],
     )
     assert result.exit_code == 0, result.output
-    if not out.exists():
-        pytest.skip("the random model found no organ in this scan (nothing to validate)")
+    assert _segments(out) == ["liver"]  # the model calls every voxel liver: never empty
     assert dciodvfy_errors(out) == []
 
 
+@realdata
 def test_the_anonymised_series_is_refused_for_dicom_seg(
     model_dir: Path, real_series: Path, tmp_path: Path
 ) -> None:
@@ -122,6 +174,7 @@ def test_the_anonymised_series_is_refused_for_dicom_seg(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@realdata
 def test_the_real_series_end_to_end(
     model_dir: Path, series_with_uids: Path, tmp_path: Path
 ) -> None:

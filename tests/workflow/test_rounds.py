@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from tests.workflow.conftest import Setup, make_workspace
-from tests.workflow.helpers import tiny_model
+from tests.workflow.helpers import ORGANS, tiny_model
 from vetseg.config import AugmentConfig
-from vetseg.data.datasets import split_by_case, write_splits
+from vetseg.data.identity import KnownCases
 from vetseg.errors import InputError
 from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
+from vetseg.training.stages import prepare_data
 from vetseg.workflow import rounds as rounds_module
 from vetseg.workflow.correct import correct
 from vetseg.workflow.register import set_current, use_model
@@ -24,7 +25,7 @@ from vetseg.workflow.workspace import Workspace
 
 
 def _fake_training(head_bias: tuple[float, float]) -> Any:
-    """Stand-in for training: the parent's weights with a fixed head, a real 8:1:1 split."""
+    """Stand-in for training: the parent's weights with a fixed head, the real split."""
 
     def train(
         parent_path: Path,
@@ -38,8 +39,10 @@ def _fake_training(head_bias: tuple[float, float]) -> Any:
         with torch.no_grad():
             model.head.weight.zero_()
             model.head.bias.copy_(torch.tensor(head_bias))
-        split = split_by_case(dataset.case_ids, seed=config.seed, keep_in_train=keep_in_train)
-        write_splits(out / "train" / "splits.json", split)
+        prepared = prepare_data(
+            dataset, parent.organs, config.seed, out / "train" / "splits.json",
+            keep_in_train=keep_in_train,
+        )  # fmt: skip
         info = ModelInfo(
             model_id=new_model_id("refine"),
             architecture=parent.architecture,
@@ -47,7 +50,7 @@ def _fake_training(head_bias: tuple[float, float]) -> Any:
             preprocess=config.preprocess,
             stage="refine",
             parent=parent.model_id,
-            training={"split": split},
+            training={"split": prepared.recorded_split()},
         )
         save_model(model, out, info)
 
@@ -113,7 +116,9 @@ def test_validation_cases_are_new_to_the_parent_and_its_ancestors(
         for case_id in ("new0", "new1"):
             correct(ws, case_id, setup.truth[case_id])
         first = refine_round(ws)
-        assert rounds_module.seen_cases(ws, first.parent_id) == ["lab0", "lab1", "lab2"]
+        # A split recorded without digests (an older model file): known by name.
+        old_style = KnownCases(names=frozenset({"lab0", "lab1", "lab2"}))
+        assert rounds_module.seen_cases(ws, first.parent_id) == old_style
         split = ws.model(first.model_id).split
         assert {"lab0", "lab1", "lab2"} <= set(split["train"])
         assert not {"lab0", "lab1", "lab2"} & set(split["val"] + split["test"])
@@ -123,10 +128,14 @@ def test_validation_cases_are_new_to_the_parent_and_its_ancestors(
             correct(ws, case_id, setup.truth[case_id])
         set_current(ws, first.model_id)  # whether or not the rule promoted it
         second = refine_round(ws)
-        seen = set(rounds_module.seen_cases(ws, first.model_id))
-        assert seen == {"lab0", "lab1", "lab2", *split["train"], *split["val"]}
+        known = rounds_module.seen_cases(ws, first.model_id)
+        first_seen = split["train"] + split["val"]
+        assert known.hashes == {split["hashes"][c] for c in first_seen}  # by content
+        assert known.names == old_style.names
+        seen = {"lab0", "lab1", "lab2", *first_seen}
         new_split = ws.model(second.model_id).split
         assert not seen & set(new_split["val"] + new_split["test"])
+        assert second.val_seen_by_parent == []
 
 
 def test_refine_needs_three_training_cases(tmp_path: Path) -> None:
@@ -207,3 +216,63 @@ def test_refine_refuses_a_human_model_before_starting_a_round(tmp_path: Path) ->
         with pytest.raises(InputError, match="HumanOrganNet"):
             refine_round(ws)
         assert ws.db.execute("SELECT COUNT(*) FROM rounds").fetchone()[0] == 0
+
+
+def _parent_trained_elsewhere(tmp_path: Path, setup: Setup, n: int) -> tuple[ModelInfo, list[str]]:
+    """A parent whose split was made on another folder holding the workspace's labelled scans
+    under other names (``lab<i>`` is ``rabbit_<i>`` there); returns it and the ``lab`` names of
+    the cases it trained or selected on."""
+    import shutil
+
+    elsewhere = tmp_path / "parent_data"
+    elsewhere.mkdir()
+    for i in range(n):
+        for ending in (".nii.gz", "_seg.nii.gz"):
+            shutil.copy(setup.inputs / f"lab{i}{ending}", elsewhere / f"rabbit_{i}{ending}")
+    ratios = (2, 1, 1) if n > 3 else (2, 1, 0)
+    prepared = prepare_data(elsewhere, ORGANS, 0, tmp_path / "splits.json", ratios=ratios)
+    seen = prepared.splits["train"] + prepared.splits["val"]
+    info = tiny_model(tmp_path / "parent", head_bias=(5.0, -5.0))
+    info.training = {"data": str(elsewhere), "split": prepared.recorded_split()}
+    (tmp_path / "parent" / "model.json").write_text(json.dumps(info.to_json()))
+    return info, sorted(c.replace("rabbit_", "lab") for c in seen)
+
+
+def test_a_parent_case_under_another_name_is_seen_by_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's leak: the parent validated on ``rabbit_2``, the workspace holds the same scan
+    as ``lab2``; a round must neither validate on it nor score the parent there."""
+    setup = make_workspace(tmp_path, labelled=4, unlabelled=3, with_model=False)
+    info, parent_seen = _parent_trained_elsewhere(tmp_path, setup, 4)
+    monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "parent")
+        for case_id in ("new0", "new1", "new2"):
+            correct(ws, case_id, setup.truth[case_id])
+        known = rounds_module.seen_cases(ws, info.model_id)
+        assert not known.names  # nothing is matched by name
+        dataset = ws.dataset(ws.training_labels(), ORGANS)
+        candidates = ["lab3", "new0", *parent_seen]
+        assert rounds_module.seen_among(dataset, candidates, known) == parent_seen
+        result = refine_round(ws)
+        split = ws.model(result.model_id).split
+        assert set(parent_seen) <= set(split["train"])
+        assert not set(parent_seen) & set(split["val"] + split["test"])
+        assert result.val_seen_by_parent == []
+        logged = [a["details"] for a in ws.audit_log() if a["action"] == "refine"]
+        assert logged[-1]["val_seen_by_parent"] == []
+
+
+def test_a_round_with_too_few_new_cases_records_which_the_parent_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = make_workspace(tmp_path, labelled=3, unlabelled=0, with_model=False)
+    _, parent_seen = _parent_trained_elsewhere(tmp_path, setup, 3)
+    assert parent_seen == ["lab0", "lab1", "lab2"]  # 2 train + 1 val: every case
+    monkeypatch.setattr(rounds_module, "_train", _fake_training((5.0, -5.0)))
+    with Workspace.open(setup.root) as ws:
+        use_model(ws, tmp_path / "parent")
+        result = refine_round(ws)
+        assert result.val_seen_by_parent == result.val_cases and len(result.val_cases) == 1
+        assert "the parent saw 1 of the 1 validation case(s)" in ws.model(result.model_id).note

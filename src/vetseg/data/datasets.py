@@ -27,6 +27,7 @@ everything else is background.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from vetseg.data.identity import content_hash
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.io.image import ImageMeta, read_image, read_label, to_canonical
@@ -129,6 +131,12 @@ class LoadedCase:
     labels: np.ndarray | None
     meta: ImageMeta
     canonical_meta: ImageMeta
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The image's content digest (:func:`vetseg.data.identity.content_hash`): the case's
+        identity across names, folders and workspaces. Computed on first use, then kept."""
+        return content_hash(self.image, self.canonical_meta.spacing)
 
 
 # --------------------------------------------------------------------------- label names
@@ -552,8 +560,10 @@ def split_by_case(
 
 
 def _check_splits(splits: Mapping[str, Any], source: str) -> dict[str, list[str]]:
-    if set(splits) != set(SPLIT_NAMES):
-        raise InputError(f"{source}: splits must have exactly the keys train, val and test.")
+    if set(splits) - {"hashes"} != set(SPLIT_NAMES):
+        raise InputError(
+            f"{source}: splits must have exactly the keys train, val and test (and hashes)."
+        )
     out: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
     for name in SPLIT_NAMES:
@@ -570,24 +580,58 @@ def _check_splits(splits: Mapping[str, Any], source: str) -> dict[str, list[str]
     return out
 
 
-def write_splits(path: Path, splits: Mapping[str, Sequence[str]]) -> None:
+def _check_hashes(hashes: Any, cases: Collection[str], source: str) -> dict[str, str]:
+    if not isinstance(hashes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()
+    ):
+        raise InputError(f"{source}: 'hashes' must map case ids to content digests.")
+    unknown = sorted(set(hashes) - set(cases))
+    if unknown:
+        raise InputError(f"{source}: 'hashes' names case(s) {', '.join(unknown[:5])} of no split.")
+    return dict(hashes)
+
+
+def write_splits(
+    path: Path, splits: Mapping[str, Sequence[str]], hashes: Mapping[str, str] | None = None
+) -> None:
     """Write ``splits.json`` atomically (checked: three sets, no case in two).
 
     Args:
         path: the file to write.
         splits: as returned by :func:`split_by_case`.
+        hashes: case id -> content digest (:attr:`LoadedCase.digest`), recorded as ``"hashes"``
+            so that the cases are known by content wherever they are found again.
     """
-    checked = _check_splits(splits, str(path))
+    checked: dict[str, Any] = _check_splits(splits, str(path))
+    if hashes is not None:
+        cases = [c for name in SPLIT_NAMES for c in checked[name]]
+        checked["hashes"] = _check_hashes(hashes, cases, str(path))
     atomic_write_json(Path(path), checked)
 
 
+def _read_splits_file(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such splits file.")
+    return _read_json(path)
+
+
 def read_splits(path: Path) -> dict[str, list[str]]:
-    """Read a ``splits.json`` written by :func:`write_splits`.
+    """Read a ``splits.json`` written by :func:`write_splits` (train, val and test only).
 
     Raises:
         InputError: a missing or malformed file, or a case in two sets.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such splits file.")
-    return _check_splits(_read_json(path), str(path))
+    return _check_splits(_read_splits_file(path), str(path))
+
+
+def read_split_hashes(path: Path) -> dict[str, str]:
+    """The ``"hashes"`` of a ``splits.json`` (``{}`` for a file written before they were).
+
+    Raises:
+        InputError: a missing or malformed file.
+    """
+    data = _read_splits_file(path)
+    splits = _check_splits(data, str(path))
+    cases = [c for name in SPLIT_NAMES for c in splits[name]]
+    return _check_hashes(data.get("hashes", {}), cases, str(path))

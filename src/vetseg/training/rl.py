@@ -624,8 +624,9 @@ def _reuse_parent_split(parent: Any, data: Path | Any, organs: Sequence[str], pa
         return
     dataset = open_dataset(Path(data), organs=organs)
     labelled = {c.case_id for c in dataset.cases if c.label is not None or c.label_dir is not None}
-    if labelled == {cid for part in split.values() for cid in part}:
-        write_splits(path, {k: list(split.get(k, [])) for k in ("train", "val", "test")})
+    parts = ("train", "val", "test")  # the split also records "hashes"
+    if labelled == {cid for part in parts for cid in split.get(part, [])}:
+        write_splits(path, {k: list(split.get(k, [])) for k in parts})
 
 
 def rl_tune(

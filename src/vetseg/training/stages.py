@@ -1,5 +1,6 @@
 """The method's stages as functions: train the human model (S100), transfer it (S101), train
-the same animal architecture from scratch (the baseline), and evaluate any model on a dataset.
+the same animal architecture from scratch (the baseline), and evaluate any model on a dataset
+(:func:`vetseg.training.evaluation.evaluate`, re-exported here).
 
 Each stage writes a model folder ``OUT/`` (model.safetensors + model.json) and its training
 record under ``OUT/train/`` (splits.json, config.json, metrics.jsonl, checkpoint).
@@ -11,7 +12,7 @@ import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,36 @@ import numpy as np
 import torch
 
 from vetseg.config import PreprocessConfig, StageConfig, to_dict
+from vetseg.data.identity import KnownCases
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
 from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
-from vetseg.training.trainer import Trainer, make_validation_cases, nanmean, validation_dice
+from vetseg.training.evaluation import evaluate
+from vetseg.training.trainer import Trainer, make_validation_cases, validation_dice
 
 
 @dataclass
 class PreparedData:
-    """A dataset opened, split by case and loaded into memory."""
+    """A dataset opened, split by case and loaded into memory.
+
+    Attributes:
+        dataset: the opened dataset.
+        splits: ``{"train": [...], "val": [...], "test": [...]}`` case ids.
+        train: the loaded train cases (likewise ``val`` and ``test``).
+        hashes: case id -> content digest of every split case (the case's identity elsewhere).
+    """
 
     dataset: Any
     splits: dict[str, list[str]]
     train: list[Any]
     val: list[Any]
     test: list[Any]
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def recorded_split(self) -> dict[str, Any]:
+        """The split as model.json records it: the three lists plus ``"hashes"``."""
+        return {**self.splits, "hashes": dict(self.hashes)}
 
 
 def prepare_data(
@@ -43,15 +58,19 @@ def prepare_data(
     seed: int,
     splits_path: Path,
     ratios: tuple[int, int, int] = (8, 1, 1),
-    keep_in_train: Sequence[str] = (),
+    keep_in_train: Sequence[str] | KnownCases = (),
     orientation: str = "LPS",
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
     ``data`` is a dataset folder or an already opened ``CaseDataset`` (e.g. a workspace's cases).
     ``keep_in_train``: cases to keep out of val and test when enough others remain (see
-    :func:`vetseg.data.datasets.split_by_case`). ``orientation``: the model's canonical
-    orientation (``PreprocessConfig.orientation``): training slices the scans as inference will.
+    :func:`vetseg.data.datasets.split_by_case`): names, or :class:`KnownCases`, which match a
+    case by its content digest whatever it is called here. ``orientation``: the model's
+    canonical orientation (``PreprocessConfig.orientation``): training slices the scans as
+    inference will.
+
+    The split file records every case's content digest (``"hashes"``).
 
     Raises:
         InputError: when the dataset has no labelled case or too few for the split.
@@ -63,26 +82,41 @@ def prepare_data(
     labelled = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
     if not labelled:
         raise InputError(f"{dataset.root}: no labelled case to train on.")
+    by_id = {c.case_id: c for c in labelled}
+    loaded: dict[str, Any] = {}
+
+    def load(case_id: str) -> Any:
+        if case_id not in loaded:
+            loaded[case_id] = load_case(dataset, by_id[case_id], orientation)
+        return loaded[case_id]
+
+    known = (
+        keep_in_train
+        if isinstance(keep_in_train, KnownCases)
+        else KnownCases(names=frozenset(str(c) for c in keep_in_train))
+    )
     if splits_path.is_file():
         splits = read_splits(splits_path)
     else:
-        splits = split_by_case(
-            [c.case_id for c in labelled], seed=seed, ratios=ratios, keep_in_train=keep_in_train
-        )
-        _write_splits(splits_path, splits)
-    by_id = {c.case_id: c for c in labelled}
-    missing = [cid for part in splits.values() for cid in part if cid not in by_id]
+        # Matching by content needs each case's digest, so the cases are loaded first (they
+        # all are loaded below anyway).
+        kept = [
+            cid for cid in by_id if known.contains(cid, load(cid).digest if known.hashes else None)
+        ]
+        splits = split_by_case(list(by_id), seed=seed, ratios=ratios, keep_in_train=kept)
+    missing = [cid for cid in _ids(splits) if cid not in by_id]
     if missing:
         raise InputError(
             f"{splits_path}: case(s) {', '.join(missing[:5])} are not in {dataset.root}."
         )
+    parts = {name: [load(cid) for cid in splits[name]] for name in ("train", "val", "test")}
+    hashes = {cid: loaded[cid].digest for cid in _ids(splits)}
+    _write_splits(splits_path, splits, hashes)
+    return PreparedData(dataset, splits, parts["train"], parts["val"], parts["test"], hashes)
 
-    def load(ids: list[str]) -> list[Any]:
-        return [load_case(dataset, by_id[cid], orientation) for cid in ids]
 
-    return PreparedData(
-        dataset, splits, load(splits["train"]), load(splits["val"]), load(splits.get("test", []))
-    )
+def _ids(splits: dict[str, list[str]]) -> list[str]:
+    return [cid for part in splits.values() for cid in part]
 
 
 def settle_preprocess(preprocess: PreprocessConfig, train: Sequence[Any]) -> PreprocessConfig:
@@ -148,7 +182,7 @@ def training_record(prepared: PreparedData, config: Any, train_set: Any) -> dict
     """What model.json records of a training run: data, split, settings, command, slices."""
     return {
         "data": str(Path(prepared.dataset.root).resolve()),
-        "split": prepared.splits,
+        "split": prepared.recorded_split(),
         "config": to_dict(config),
         "command": _command_line(),
         "slices": len(train_set),
@@ -375,7 +409,7 @@ def refine(
     progress: bool = True,
     ratios: tuple[int, int, int] = (8, 1, 1),
     stage: str = "refine",
-    keep_in_train: Sequence[str] = (),
+    keep_in_train: Sequence[str] | KnownCases = (),
 ) -> ModelInfo:
     """S103: retrain an animal model on old + corrected cases (refine-round defaults).
 
@@ -391,7 +425,8 @@ def refine(
         progress: show a progress bar.
         ratios: split of the cases (a new 8:1:1 split of the m + n cases by default).
         stage: the stage name recorded in model.json.
-        keep_in_train: cases the parent's lineage trained or selected on: kept in train so
+        keep_in_train: cases the parent's lineage trained or selected on (names, or
+            :class:`~vetseg.data.identity.KnownCases` matched by content): kept in train so
             that validation and test cases are new to the parent when enough remain.
     """
     out = Path(out)
@@ -425,63 +460,6 @@ def refine(
     )
     save_model(model, out, info)
     return info
-
-
-def evaluate(
-    model_path: Path, data: Path, split: str = "all", organ_map: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Dice per organ of a model on a dataset, on each scan's own grid.
-
-    Args:
-        model_path: a model folder.
-        data: a labelled dataset.
-        split: "all", or "train" / "val" / "test" of the model's own recorded split.
-        organ_map: model organ -> dataset organ (e.g. the human -> animal correspondence for a
-            zero-shot human model); default: the same names.
-
-    Returns:
-        ``{"organs": [...], "per_case": {case: {organ: dice}}, "per_organ": {organ: mean},
-        "mean_dice": float, "synthetic": bool}``.
-    """
-    from vetseg.data.datasets import load_case, open_dataset
-    from vetseg.inference.segmenter import Segmenter
-    from vetseg.training.metrics import DiceAccumulator
-
-    segmenter = Segmenter.load(model_path)
-    organ_map = organ_map or {o: o for o in segmenter.organs}
-    target_organs = tuple(o for o in segmenter.organs if o in organ_map)
-    dataset = open_dataset(Path(data), organs=[organ_map[o] for o in target_organs])
-    cases = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
-    if split != "all":
-        ids = set(segmenter.info.training.get("split", {}).get(split, []))
-        cases = [c for c in cases if c.case_id in ids]
-    if not cases:
-        raise InputError(f"{data}: no labelled case to evaluate (split {split!r}).")
-    per_case: dict[str, dict[str, float]] = {}
-    for case in cases:
-        loaded = load_case(dataset, case)
-        prediction = segmenter.predict(loaded.image, loaded.canonical_meta)
-        acc = DiceAccumulator(len(target_organs))
-        pred = np.stack([prediction.labels == segmenter.organs.index(o) + 1 for o in target_organs])
-        true = np.stack([loaded.labels == i + 1 for i in range(len(target_organs))])
-        acc.update(torch.from_numpy(pred).unsqueeze(0), torch.from_numpy(true).unsqueeze(0))
-        per_case[case.case_id] = {
-            organ_map[o]: float(d) for o, d in zip(target_organs, acc.dice(), strict=True)
-        }
-    organs_out = [organ_map[o] for o in target_organs]
-    table = np.array([[per_case[c][o] for o in organs_out] for c in per_case])
-    per_organ = {o: nanmean(table[:, i]) for i, o in enumerate(organs_out)}
-    return {
-        "model": str(model_path),
-        "model_id": segmenter.info.model_id,
-        "data": str(data),
-        "split": split,
-        "organs": organs_out,
-        "per_case": per_case,
-        "per_organ": per_organ,
-        "mean_dice": nanmean(table),
-        "synthetic": bool(dataset.synthetic),
-    }
 
 
 __all__ = ["evaluate", "prepare_data", "refine", "train_human", "transfer", "validation_dice"]

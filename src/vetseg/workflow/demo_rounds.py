@@ -131,6 +131,11 @@ def _round_record(
         effort.append(fix.effort)
         changed += fix.changed_voxels
         drawn += fix.drawn_voxels
+    logged = [
+        a["details"]
+        for a in ws.audit_log()
+        if a["action"] == "refine" and a["details"].get("round") == number
+    ]
     return {
         "round": number,
         "corrected": [d.case_id for d in drafts],
@@ -144,6 +149,10 @@ def _round_record(
         "promoted": row["status"] == "promoted",
         "parent_val_dice": row["parent_val_dice"],
         "new_val_dice": row["new_val_dice"],
+        "val_cases": row["val_cases"],
+        # Validation cases the parent trained or selected on (matched by content; None for a
+        # round recorded before this was logged): the comparison favours the parent on them.
+        "val_seen_by_parent": logged[-1].get("val_seen_by_parent") if logged else None,
         "heldout_dice": held_out_dice,
     }
 
@@ -196,7 +205,9 @@ def run_demo_rounds(
 
     def held_out_dice(model_dir: Path, model_id: str) -> float:
         if model_id not in cache:
-            cache[model_id] = float(evaluate(model_dir, held_out)["mean_dice"])
+            # What vetseg segment writes (post-processed), as the demo's own table scores.
+            mean = evaluate(model_dir, held_out)["mean_dice"]
+            cache[model_id] = float("nan") if mean is None else float(mean)
             atomic_write_json(cache_file, cache)
         return cache[model_id]
 
@@ -279,6 +290,12 @@ def _print_table(baseline: float, records: list[dict[str, Any]]) -> None:
             f"{r['heldout_dice']:.3f}",
         )
     Console().print(table)
+    for r in records:
+        if r.get("val_seen_by_parent"):
+            print(
+                f"round {r['round']}: the parent had seen validation case(s) "
+                f"{', '.join(r['val_seen_by_parent'])} (too few new cases); its Dice is favoured."
+            )
 
 
 __all__ = ["RoundsConfig", "label_dice", "run_demo_rounds"]

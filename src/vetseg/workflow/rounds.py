@@ -12,10 +12,13 @@ Promotion rule
     model becomes current only if its Dice is at least the parent's; otherwise it is kept and
     registered, not promoted, and the command says so. The split keeps every case the parent
     or its ancestors trained on or selected their epoch with in train (:func:`seen_cases`), so
-    the validation and test cases are new to the parent and the comparison is fair. Only when
-    too few new cases remain for them does the plain split stand; the parent may then have
-    seen some validation cases, which favours it (the rule errs on the side of keeping a model
-    that works), and the round's note says so.
+    the validation and test cases are new to the parent and the comparison is fair. Cases are
+    matched by content (the digest each split records, :mod:`vetseg.data.identity`), not by
+    name: a transfer model's ``rabbit_001`` is the workspace's ``lab_rabbit_001`` when it is the
+    same scan. Only when too few new cases remain does the plain split stand; the parent may
+    then have seen some validation cases, which favours it (the rule errs on the side of
+    keeping a model that works): the round records which (``val_seen_by_parent``) and its note
+    says so.
 
 Interruptions
     The round (its parent, output folder and the label file of every case, pinned) is recorded
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from vetseg.config import StageConfig
+from vetseg.data.identity import KnownCases
 from vetseg.errors import InputError
 from vetseg.workflow.workspace import Workspace, now
 
@@ -54,6 +58,8 @@ class RoundResult:
         model_path: the new model's folder.
         resumed: True when this command finished an interrupted round.
         cases: case id -> label file the round trained on.
+        val_seen_by_parent: the validation cases the parent or an ancestor trained or
+            selected on (empty unless too few new cases remained).
     """
 
     round: int
@@ -66,6 +72,7 @@ class RoundResult:
     model_path: Path
     resumed: bool
     cases: dict[str, str]
+    val_seen_by_parent: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def message(self) -> str:
@@ -120,7 +127,7 @@ def _train(
     out: Path,
     config: StageConfig,
     progress: bool,
-    keep_in_train: Sequence[str] = (),
+    keep_in_train: Sequence[str] | KnownCases = (),
 ) -> None:
     """Train the round's model (resuming from ``out/train``'s checkpoint when there is one)."""
     from vetseg.training.stages import refine
@@ -137,13 +144,15 @@ def _train(
     )
 
 
-def seen_cases(workspace: Workspace, model_id: str) -> list[str]:
+def seen_cases(workspace: Workspace, model_id: str) -> KnownCases:
     """Cases ``model_id`` or any ancestor in the workspace trained on or validated with.
 
-    Read from each model's recorded split (train and val); a model without one (trained
-    elsewhere) adds nothing, and the walk stops at a parent the workspace does not hold.
+    Read from each model's recorded split (train and val): by content digest where the split
+    recorded one (so a case is recognised under any name), by name where it did not (older
+    model files). A model without a split (trained elsewhere) adds nothing, and the walk stops
+    at a parent the workspace does not hold.
     """
-    seen: set[str] = set()
+    seen = KnownCases()
     visited: set[str] = set()
     current: str | None = model_id
     while current is not None and current not in visited:
@@ -152,10 +161,31 @@ def seen_cases(workspace: Workspace, model_id: str) -> list[str]:
             record = workspace.model(current)
         except InputError:
             break
-        for part in ("train", "val"):
-            seen.update(str(c) for c in record.split.get(part, []))
+        seen = seen | KnownCases.from_split(record.split)
         current = record.parent
-    return sorted(seen)
+    return seen
+
+
+def seen_among(
+    dataset: Any, case_ids: Sequence[str], seen: KnownCases, split_file: Path | None = None
+) -> list[str]:
+    """The cases of ``case_ids`` that ``seen`` holds, matched by content digest.
+
+    The digests come from ``split_file`` (a ``splits.json`` that records them), or, for a case
+    it does not record (or without one), from the case's image.
+    """
+    from vetseg.data.datasets import load_case, read_split_hashes
+
+    recorded = read_split_hashes(split_file) if split_file is not None else {}
+
+    def digest(case_id: str) -> str | None:
+        if not seen.hashes:
+            return None
+        if case_id in recorded:
+            return recorded[case_id]
+        return load_case(dataset, dataset.case(case_id)).digest
+
+    return sorted(c for c in case_ids if seen.contains(c, digest(c)))
 
 
 def refine_round(
@@ -243,6 +273,7 @@ def refine_round(
             _train(parent_path, dataset, out, train_config, progress, keep_in_train=seen)
         info = read_model_info(out)
         split = read_splits(out / "train" / "splits.json")
+        familiar = seen_among(dataset, split["val"], seen, out / "train" / "splits.json")
         parent_dice, new_dice = compare_on_validation(parent_path, out, dataset, split["val"])
         promoted = promote(new_dice, parent_dice)
         note = (
@@ -251,7 +282,6 @@ def refine_round(
             else f"round {number}: not promoted, validation Dice {new_dice:.3f} < parent's "
             f"{parent_dice:.3f} on the same cases"
         )
-        familiar = sorted(set(split["val"]) & set(seen))
         if familiar:
             note += (
                 f" (too few new cases: the parent saw {len(familiar)} of the "
@@ -291,6 +321,7 @@ def refine_round(
                     "parent_val_dice": parent_dice,
                     "new_val_dice": new_dice,
                     "val_cases": split["val"],
+                    "val_seen_by_parent": familiar,
                     "resumed": resumed,
                 },
             )
@@ -305,6 +336,7 @@ def refine_round(
             model_path=out,
             resumed=resumed,
             cases=dict(labels),
+            val_seen_by_parent=familiar,
         )
 
 
@@ -326,5 +358,6 @@ __all__ = [
     "promote",
     "refine_round",
     "rounds",
+    "seen_among",
     "seen_cases",
 ]
