@@ -43,7 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("method")
     _ok(["phantoms", str(root / "human"), "--species", "human", "--cases", "3", "--seed", "1"])
     _ok(["phantoms", str(root / "rabbit"), "--species", "rabbit", "--cases", "3", "--seed", "2"])
-    _ok(["train-human", str(root / "human"), "--out", str(root / "hm"), "--epochs", "1", *FAST])
+    # 6 mm pixels: a 384 mm human phantom is one 64 px tile (the rabbit then gets 2.1 mm).
+    human_args = ["--epochs", "1", "--spacing", "6", *FAST]
+    _ok(["train-human", str(root / "human"), "--out", str(root / "hm"), *human_args])
     config = root / "transfer.json"
     config.write_text(json.dumps({"epochs": 2, "freeze_epochs": 1, "lr": 1e-3}))
     _ok(
@@ -76,6 +78,12 @@ def test_models_record_lineage_settings_and_split(trained: dict[str, Path]) -> N
     assert rabbit["training"]["config"]["epochs"] == 2  # from --config
     assert rabbit["training"]["config"]["freeze_epochs"] == 1
     assert rabbit["training"]["config"]["tversky_beta"] == 0.7  # transfer default kept
+    # Physical scale: the rabbit model's pixels are the human's times the rabbit's body scale,
+    # and it keeps the human model's intensity statistics (its stem learned them).
+    assert human["preprocess"]["spacing"] == 6.0
+    assert rabbit["preprocess"]["spacing"] == pytest.approx(6.0 * (3.0 / 70.0) ** (1 / 3), 1e-2)
+    assert "species rabbit" in rabbit["training"]["spacing_rule"]
+    assert rabbit["preprocess"]["intensity"] == human["preprocess"]["intensity"]
     assert rabbit["synthetic_data"] is True
     split = rabbit["training"]["split"]
     assert sorted(split["train"] + split["val"] + split["test"]) == [
@@ -257,3 +265,54 @@ def test_transfer_builds_the_refine_module_asked_for(
     model, _ = load_model(tmp_path / "m")
     first = model.refine[0]
     assert first.expand[0].out_channels == 2 * first.expand[0].in_channels == 32
+
+
+def _rabbits_with_a_stomach(source: Path, out: Path) -> None:
+    """A copy of the rabbit phantoms whose labels also draw a "stomach" (id 8), which the
+    human model does not know."""
+    import shutil
+
+    from vetseg.io.image import write_image
+
+    shutil.copytree(source, out)
+    meta_file = out / "dataset.json"
+    dataset = json.loads(meta_file.read_text())
+    dataset["labels"]["stomach"] = 8
+    meta_file.write_text(json.dumps(dataset))
+    for label_file in sorted((out / "labelsTr").glob("*.nii.gz")):
+        labels, meta = read_label(label_file)
+        z, y, x = (n // 2 for n in labels.shape)
+        labels[z - 8 : z + 8, y - 6 : y + 6, x - 6 : x + 6] = 8
+        write_image(labels.astype(np.uint8), meta, label_file)
+
+
+@pytest.mark.slow
+def test_transfer_trains_organs_the_human_model_lacks_and_says_so(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "rabbit_stomach"
+    _rabbits_with_a_stomach(trained["rabbit"], data)
+    args = ["--epochs", "1", "--freeze-epochs", "0", *FAST]
+    out = _ok(["transfer", str(trained["human"]), str(data), "--out", str(tmp_path / "m"), *args])
+    assert "organs the human model lacks, trained from the animal labels alone: stomach" in out
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert info["organs"][-1] == "stomach" and len(info["organs"]) == 8
+    assert info["training"]["organs_new_to_human"] == ["stomach"]
+
+    # --organs chooses; the labelled organs left out are named, not dropped silently.
+    chosen = ["--organs", "liver,stomach"]
+    out = _ok(
+        [
+            "transfer",
+            str(trained["human"]),
+            str(data),
+            "--out",
+            str(tmp_path / "m2"),
+            *args,
+            *chosen,
+        ]
+    )
+    assert "NOT trained (not in --organs): spleen, kidney_left" in out
+    info = json.loads((tmp_path / "m2" / "model.json").read_text())
+    assert info["organs"] == ["liver", "stomach"]
+    assert "bone" in info["training"]["organs_not_trained"]
