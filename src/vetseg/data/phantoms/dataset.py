@@ -1,0 +1,137 @@
+"""Phantom datasets on disk: the MSD / nnU-Net v2 layout, written all-or-nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vetseg.data.phantoms.phantom import Phantom, check_species, make_phantom
+from vetseg.errors import InputError
+from vetseg.fileutil import atomic_write_json
+from vetseg.io.image import ImageMeta, write_image
+from vetseg.labels import CORE_ORGANS
+
+
+def phantom_meta(phantom: Phantom) -> ImageMeta:
+    """The geometry of a phantom: its spacing and origin, identity direction (LPS)."""
+    return ImageMeta(spacing=phantom.spacing, origin=phantom.origin)
+
+
+def check_new_dataset_folder(out: Path) -> None:
+    """Refuse an output folder that exists and is not empty (never mix or overwrite datasets).
+
+    Raises:
+        InputError: ``out`` is a file, or a folder that holds anything.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(
+            f"Cannot write a dataset to {out}: it already exists and is not empty; choose a "
+            "new folder."
+        )
+
+
+def write_msd_dataset(
+    out: Path,
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, ImageMeta]],
+    organs: Sequence[str],
+    info: Mapping[str, object],
+) -> list[Path]:
+    """Write cases in the MSD / nnU-Net v2 layout, all-or-nothing.
+
+    Everything is written into a hidden staging folder beside ``out`` and moved into place at
+    the end, so an interrupted run leaves no half dataset behind (``out`` must be new or empty).
+
+    Args:
+        out: dataset folder: ``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz``,
+            ``dataset.json``.
+        cases: ``(case id, ct [z, y, x], labels [z, y, x], meta)`` per case.
+        organs: label vocabulary (ids ``1..len(organs)``).
+        info: extra ``dataset.json`` fields (``species``, ``synthetic``, ``description``...).
+
+    Returns:
+        The label files written, one per case, in order.
+    """
+    check_new_dataset_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    names = {i + 1: name for i, name in enumerate(organs)}
+    case_ids: list[str] = []
+    try:
+        for case_id, ct, labels, meta in cases:
+            write_image(ct, meta, staging / "imagesTr" / f"{case_id}_0000.nii.gz")
+            write_image(
+                labels, meta, staging / "labelsTr" / f"{case_id}.nii.gz", segment_names=names
+            )
+            case_ids.append(case_id)
+        dataset = {
+            "name": out.name,
+            **info,
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, **{name: i for i, name in names.items()}},
+            "numTraining": len(case_ids),
+            "file_ending": ".nii.gz",
+            "training": [
+                {"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+                for c in case_ids
+            ],
+        }
+        atomic_write_json(staging / "dataset.json", dataset)
+        check_new_dataset_folder(out)
+        if out.exists():
+            out.rmdir()  # empty, checked just above
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / "labelsTr" / f"{c}.nii.gz" for c in case_ids]
+
+
+def write_phantom_dataset(
+    out: Path, species: str, cases: int, seed: int, contrast: bool = True
+) -> list[Path]:
+    """Write ``cases`` synthetic CT phantoms of ``species`` as an MSD / nnU-Net v2 dataset.
+
+    Case ``k`` is drawn from ``np.random.default_rng([seed, k])``: the same seed gives the same
+    cases, and a larger ``cases`` only adds cases. ``dataset.json`` says ``"synthetic": true``.
+
+    Args:
+        out: the dataset folder (created; it must not exist or be empty).
+        species: ``"human"`` or ``"rabbit"``.
+        cases: number of cases (case ids ``<species>_000``, ``<species>_001``, ...).
+        seed: random seed.
+        contrast: contrast-enhanced tissue values, else non-contrast.
+
+    Returns:
+        The label files (``labelsTr/<case>.nii.gz``), one per case.
+
+    Raises:
+        InputError: unknown species, fewer than one case, or ``out`` exists and is not empty.
+    """
+    out = Path(out)
+    check_species(species)
+    if cases < 1:
+        raise InputError(f"Cannot write {out}: the number of cases must be at least 1.")
+    check_new_dataset_folder(out)
+
+    def generate() -> Iterator[tuple[str, np.ndarray, np.ndarray, ImageMeta]]:
+        for k in range(cases):
+            phantom = make_phantom(species, np.random.default_rng([seed, k]), contrast=contrast)
+            yield f"{species}_{k:03d}", phantom.ct, phantom.labels, phantom_meta(phantom)
+
+    phase = "contrast-enhanced (portal venous)" if contrast else "non-contrast"
+    info = {
+        "description": (
+            f"SYNTHETIC {species} torso CT phantoms drawn by vetseg (not real scans; they prove "
+            f"nothing about real animals), {phase} HU values, seed {seed}."
+        ),
+        "species": species,
+        "synthetic": True,
+        "contrast": contrast,
+        "seed": seed,
+        "generator": "vetseg.data.phantoms",
+    }
+    return write_msd_dataset(out, generate(), CORE_ORGANS, info)
