@@ -27,9 +27,18 @@ those of a 512 x 512 scan at 0.75 mm resized to 160 x 160, so its organs have th
 in millilitres. These phantoms make the demo and the tests self-contained; they prove nothing
 about real animals.
 
-Modules: :mod:`.tissue` (HU tables), :mod:`.shapes` (the drawing board), :mod:`.anatomy` (organ
-recipes shared by the species), :mod:`.human` and :mod:`.rabbit` (the torsos), :mod:`.render`
-(blur and noise), :mod:`.phantom` (one case), :mod:`.dataset` (datasets on disk).
+Wide variety (``make_phantom(..., variety="wide")``, human only) draws far more varied cases
+for training a human model that must work on real scanners: four contrast phases, noise 5-40 HU,
+soft to sharp kernels, slices 0.6-5 mm, fields of view 250-500 mm with the body off centre and
+sometimes cut, children to obese adults, organ enlargement, arms up or down, table or none,
+metal with streaks, oral contrast, chest / abdomen / pelvis ranges, and 12 organs
+(:data:`vetseg.labels.HUMAN_ORGANS`). See :mod:`.variety` for the ranges.
+
+Modules: :mod:`.tissue` (HU tables per phase), :mod:`.shapes` (the drawing board),
+:mod:`.tubes` (tubes and capsule chains), :mod:`.anatomy` (organ recipes shared by the species),
+:mod:`.human`, :mod:`.human_wide` and :mod:`.rabbit` (the torsos), :mod:`.variety` (what a
+wide case draws), :mod:`.render` (slice profile, kernel, noise, metal streaks), :mod:`.phantom`
+(one case), :mod:`.dataset` (datasets on disk).
 """
 
 from vetseg.data.phantoms.dataset import (
@@ -38,18 +47,44 @@ from vetseg.data.phantoms.dataset import (
     write_msd_dataset,
     write_phantom_dataset,
 )
-from vetseg.data.phantoms.phantom import SPECIES, Phantom, make_phantom
+from vetseg.data.phantoms.phantom import (
+    SPECIES,
+    VARIETIES,
+    Phantom,
+    make_phantom,
+    make_wide_phantom,
+)
 from vetseg.data.phantoms.shapes import smooth_noise
-from vetseg.data.phantoms.tissue import ORGAN_HU_RANGES, TISSUE_HU, draw_tissue_hu
+from vetseg.data.phantoms.tissue import (
+    ORAL_CONTRAST_STOMACH_HU,
+    ORGAN_HU_RANGES,
+    PHASE_ORGAN_HU_RANGES,
+    PHASE_TISSUE_HU,
+    PHASES,
+    TISSUE_HU,
+    draw_phase_tissue_hu,
+    draw_tissue_hu,
+)
+from vetseg.data.phantoms.variety import REGIONS, WideSetup, draw_wide_setup
 
 __all__ = [
+    "ORAL_CONTRAST_STOMACH_HU",
     "ORGAN_HU_RANGES",
+    "PHASES",
+    "PHASE_ORGAN_HU_RANGES",
+    "PHASE_TISSUE_HU",
+    "REGIONS",
     "SPECIES",
     "TISSUE_HU",
+    "VARIETIES",
     "Phantom",
+    "WideSetup",
     "check_new_dataset_folder",
+    "draw_phase_tissue_hu",
     "draw_tissue_hu",
+    "draw_wide_setup",
     "make_phantom",
+    "make_wide_phantom",
     "phantom_meta",
     "smooth_noise",
     "write_msd_dataset",

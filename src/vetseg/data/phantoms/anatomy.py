@@ -76,12 +76,19 @@ def paint_body(
 
 
 def paint_viscera(
-    bld: Builder, region: np.ndarray, loop_mm: float, gas_share: float, content: str
+    bld: Builder,
+    region: np.ndarray,
+    loop_mm: float,
+    gas_share: float,
+    content: str,
+    bowel_share: float = 1.0,
 ) -> None:
     """Bowel loops in mesenteric fat inside ``region``: enhancing walls, content, gas bubbles.
 
     Loops are the voxels near the zero level of two smooth random fields: in 3D thin curved
     slabs, in a slice winding bands about ``loop_mm`` wide, which is what bowel looks like.
+    ``bowel_share`` below 1 makes the loops thinner and leaves more mesenteric fat between
+    them (visceral fat), above 1 the reverse.
     """
     z_any = np.flatnonzero(region.any(axis=(1, 2)))
     if z_any.size == 0:
@@ -93,8 +100,8 @@ def paint_viscera(
     g2 = smooth_noise(bld.rng, sub.shape, cell * 1.3)
     near = np.minimum(np.abs(g1), np.abs(g2))
     bld.paint(sl, sub, "fat", 0)
-    bld.paint(sl, sub & (near < 0.3), "bowel_wall", 0)
-    lumen = sub & (near < 0.2)
+    bld.paint(sl, sub & (near < 0.3 * bowel_share), "bowel_wall", 0)
+    lumen = sub & (near < 0.2 * bowel_share)
     texture = smooth_noise(bld.rng, sub.shape, cell * 0.4)
     bld.paint(sl, lumen, bld.value(content) + 12.0 * texture[lumen], 0)
     gas = smooth_noise(bld.rng, sub.shape, cell * 0.5)
@@ -113,29 +120,31 @@ def paint_gut_sac(
     folds: float,
     bubble_cut: float = 1.6,
     bubble_mm: float = 4.0,
+    label: int = 0,
 ) -> None:
     """A stomach or caecum: muscular wall, mottled content, a gas cap on the anterior side.
 
     Args:
+        label: label id of wall, content and gas (0: unlabelled).
         gas_depth: fraction of the depth (from the anterior side, non-dependent when supine)
             that holds gas.
         folds: amplitude of spiral folds of the wall through the content (0: none).
     """
     sl, r = bld.ellipsoid(centre, semi, rotation_deg, lumpiness=0.1)
-    bld.paint(sl, r < 1.0, "bowel_wall", 0)
+    bld.paint(sl, r < 1.0, "bowel_wall", label)
     inner = r < 1.0 - wall_mm / min(semi)
     x, y, z = bld.local(sl, centre, rotation_deg)
     texture = smooth_noise(bld.rng, r.shape, 2.5 / bld.spacing[0] + 1.0)
     content_hu = bld.value(content) + 35.0 * texture[inner]
-    bld.paint(sl, inner, content_hu, 0)
+    bld.paint(sl, inner, content_hu, label)
     bubbles = smooth_noise(bld.rng, r.shape, bubble_mm / bld.spacing[0] + 1.0)
     gas = inner & ((y < -semi[1] * (1.0 - 2.0 * gas_depth)) | (bubbles > bubble_cut))
-    bld.paint(sl, gas, "gas", 0)
+    bld.paint(sl, gas, "gas", label)
     if folds:
         # Spiral folds: thin walls along a helix through the sac (the rabbit caecum's spiral).
         angle = np.arctan2(y, x)
         spiral = np.sin(angle + z * (2 * np.pi / (semi[2] * 0.6)))
-        bld.paint(sl, inner & (np.abs(spiral) < folds) & ~gas, "bowel_wall", 0)
+        bld.paint(sl, inner & (np.abs(spiral) < folds) & ~gas, "bowel_wall", label)
 
 
 def paint_kidney(
@@ -145,8 +154,13 @@ def paint_kidney(
     medial_sign: float,
     label: int,
     tilt_deg: float,
+    collecting_system: bool = False,
 ) -> None:
-    """Kidney: perirenal fat, cortex, medulla, and a fatty sinus at the medial hilum."""
+    """Kidney: perirenal fat, cortex, medulla, and a fatty sinus at the medial hilum.
+
+    With ``collecting_system`` the renal pelvis is drawn in the sinus (tissue
+    ``"collecting_system"``: urine, or excreted contrast in a delayed phase), unlabelled.
+    """
     rotation = medial_sign * tilt_deg
     sl, r = bld.ellipsoid(centre, (semi[0] * 1.3, semi[1] * 1.3, semi[2] * 1.12), rotation, 0.1)
     bld.paint(sl, r < 1.0, "fat", 0)
@@ -162,6 +176,9 @@ def paint_kidney(
     pyramids = (r < 0.72) & (r > 0.3) & (np.cos(7.0 * angle) > -0.2)
     bld.paint(sl, kidney & pyramids & ~sinus, "kidney_medulla", label)
     bld.paint(sl, kidney & sinus, "renal_sinus", 0)  # hilar fat and vessels: not parenchyma
+    if collecting_system:
+        pelvis = sinus & (np.abs(y) < 0.22 * semi[1]) & (np.abs(z) < 0.45 * semi[2])
+        bld.paint(sl, kidney & pelvis, "collecting_system", 0)
 
 
 def paint_heart(
@@ -222,6 +239,7 @@ def paint_spine(
     process_len: float,
     transverse_len: float,
     widen: np.ndarray,
+    z_range: tuple[float, float] | None = None,
 ) -> None:
     """Vertebral column along the whole volume: bodies with marrow, discs, canal, arch, processes.
 
@@ -234,20 +252,30 @@ def paint_spine(
         process_len: length of the spinous process behind the canal (mm).
         transverse_len: reach of the transverse processes from the midline (mm).
         widen: per-slice factor on the body's width ([z]; > 1 towards the sacrum).
+        z_range: lowest and highest z (mm) of the column (default: the whole volume from z = 0).
     """
     bone = ORGAN_ID["bone"]
     canal_y = body_y + body_r[1] + canal_r * 1.1
     half_x = max(transverse_len, body_r[0] * float(widen.max()))
     half_y = (canal_y + canal_r + process_len - body_y + body_r[1]) / 2
     centre_y = body_y - body_r[1] + half_y
-    sl = bld.box((0.0, centre_y, bld.z1[-1] / 2), (half_x, half_y, bld.z1[-1] / 2))
+    if z_range is None:
+        sl = bld.box((0.0, centre_y, bld.z1[-1] / 2), (half_x, half_y, bld.z1[-1] / 2))
+    else:
+        z_mid, z_half = (z_range[0] + z_range[1]) / 2, (z_range[1] - z_range[0]) / 2
+        sl = bld.box((0.0, centre_y, z_mid), (half_x, half_y, z_half))
     x, y, z = bld.x[sl], bld.y[sl], bld.z[sl]
     phase = np.mod((z - bld.rng.uniform(0, period)) / period, 1.0)
     vertebra = phase < 0.8
+    if z_range is not None:
+        # Outside the column's z range nothing counts as vertebra, disc, arch or canal.
+        phase = np.where((z > z_range[0]) & (z < z_range[1]), phase, 2.0)
+        vertebra &= phase < 1.0
+    column = phase < 1.5  # everywhere without a z range
     rx = body_r[0] * widen[sl[0], None, None]
     rb = np.sqrt((x / rx) ** 2 + ((y - body_y) / body_r[1]) ** 2)
     cortex_mm = 0.12 * body_r[1]
-    bld.paint(sl, (rb < 1.0) & ~vertebra, "disc", 0)
+    bld.paint(sl, (rb < 1.0) & ~vertebra & column, "disc", 0)
     bld.paint(sl, (rb < 1.0) & vertebra, "bone_cortex", bone)
     bld.paint(sl, (rb < 1.0 - cortex_mm / body_r[1]) & vertebra, "bone_marrow", bone)
     rc = np.sqrt(x**2 + (y - canal_y) ** 2)
@@ -258,7 +286,7 @@ def paint_spine(
     transverse &= np.abs(y - canal_y + 0.3 * canal_r) < 0.22 * canal_r
     transverse &= (phase > 0.3) & (phase < 0.5)
     bld.paint(sl, arch | spinous | transverse, "bone_cortex", bone)
-    bld.paint(sl, rc < canal_r, "csf", 0)
+    bld.paint(sl, (rc < canal_r) & column, "csf", 0)
 
 
 def paint_ribs(
@@ -347,9 +375,15 @@ def liver_vessels(bld: Builder, sl: tuple[slice, slice, slice], cell_mm: float) 
 
 
 def paint_ilium(
-    bld: Builder, spine_y: float, z_crest: float, half_span: float, thickness: float
+    bld: Builder,
+    spine_y: float,
+    z_crest: float,
+    half_span: float,
+    thickness: float,
+    z_bottom: float | None = None,
 ) -> None:
-    """Human iliac wings: curved plates from the sacroiliac joints around to the front."""
+    """Human iliac wings: curved plates from the sacroiliac joints around to the front, from
+    ``z_bottom`` (default: the volume's bottom) up to the crest at ``z_crest``."""
     sl = bld.box((0.0, spine_y, z_crest / 2), (200.0, 200.0, z_crest / 2 + 10))
     x, y, z = bld.local(sl, (0.0, 0.0, 0.0))
     rx, ry = 0.9 * half_span, 45.0
@@ -359,5 +393,7 @@ def paint_ilium(
     phi = np.arctan2(v, u)
     crest = z_crest + 12.0 * np.cos(phi)
     wing = (np.abs(rho - 1.0) * rx < thickness / 2) & (phi > -1.1) & (phi < 1.8) & (z < crest)
+    if z_bottom is not None:
+        wing &= z > z_bottom
     bld.paint(sl, wing, "bone_cortex", ORGAN_ID["bone"])
     bld.paint(sl, wing & (np.abs(rho - 1.0) * rx < thickness / 4), "bone_marrow", ORGAN_ID["bone"])

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vetseg.data.phantoms.phantom import Phantom, check_species, make_phantom
+from vetseg.data.phantoms.phantom import Phantom, check_species, check_variety, make_phantom
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.io.image import ImageMeta, write_image
-from vetseg.labels import CORE_ORGANS
+from vetseg.labels import CORE_ORGANS, HUMAN_ORGANS
 
 
 def phantom_meta(phantom: Phantom) -> ImageMeta:
@@ -91,7 +91,12 @@ def write_msd_dataset(
 
 
 def write_phantom_dataset(
-    out: Path, species: str, cases: int, seed: int, contrast: bool = True
+    out: Path,
+    species: str,
+    cases: int,
+    seed: int,
+    contrast: bool = True,
+    variety: str = "default",
 ) -> list[Path]:
     """Write ``cases`` synthetic CT phantoms of ``species`` as an MSD / nnU-Net v2 dataset.
 
@@ -103,30 +108,50 @@ def write_phantom_dataset(
         species: ``"human"`` or ``"rabbit"``.
         cases: number of cases (case ids ``<species>_000``, ``<species>_001``, ...).
         seed: random seed.
-        contrast: contrast-enhanced tissue values, else non-contrast.
+        contrast: contrast-enhanced tissue values, else non-contrast (with wide variety: True
+            draws each case's phase, non-contrast included; False keeps all non-contrast).
+        variety: ``"default"`` (7 organs, the demo's phantoms) or ``"wide"`` (human only:
+            phases, scanners, habitus, arms, table, metal, 12 organs of ``HUMAN_ORGANS``; what
+            each case drew is in ``dataset.json`` under ``"cases"``).
 
     Returns:
         The label files (``labelsTr/<case>.nii.gz``), one per case.
 
     Raises:
-        InputError: unknown species, fewer than one case, or ``out`` exists and is not empty.
+        InputError: unknown species or variety, fewer than one case, or ``out`` exists and is
+            not empty.
     """
     out = Path(out)
     check_species(species)
+    check_variety(species, variety)
     if cases < 1:
         raise InputError(f"Cannot write {out}: the number of cases must be at least 1.")
     check_new_dataset_folder(out)
 
+    setups: dict[str, Mapping[str, object]] = {}
+
     def generate() -> Iterator[tuple[str, np.ndarray, np.ndarray, ImageMeta]]:
         for k in range(cases):
-            phantom = make_phantom(species, np.random.default_rng([seed, k]), contrast=contrast)
-            yield f"{species}_{k:03d}", phantom.ct, phantom.labels, phantom_meta(phantom)
+            rng = np.random.default_rng([seed, k])
+            phantom = make_phantom(species, rng, contrast=contrast, variety=variety)
+            case_id = f"{species}_{k:03d}"
+            if phantom.setup:
+                setups[case_id] = dict(phantom.setup)
+            yield case_id, phantom.ct, phantom.labels, phantom_meta(phantom)
 
-    phase = "contrast-enhanced (portal venous)" if contrast else "non-contrast"
-    info = {
+    if variety == "wide":
+        phase = (
+            "phases drawn per case (non-contrast, arterial, portal venous, delayed)"
+            if contrast
+            else "non-contrast"
+        )
+        what = f"{phase}, scanners, body habitus, arms, table and metal varied per case"
+    else:
+        what = ("contrast-enhanced (portal venous)" if contrast else "non-contrast") + " HU values"
+    info: dict[str, object] = {
         "description": (
             f"SYNTHETIC {species} torso CT phantoms drawn by vetseg (not real scans; they prove "
-            f"nothing about real animals), {phase} HU values, seed {seed}."
+            f"nothing about real animals), {what}, seed {seed}."
         ),
         "species": species,
         "synthetic": True,
@@ -134,4 +159,8 @@ def write_phantom_dataset(
         "seed": seed,
         "generator": "vetseg.data.phantoms",
     }
-    return write_msd_dataset(out, generate(), CORE_ORGANS, info)
+    organs = HUMAN_ORGANS if variety == "wide" else CORE_ORGANS
+    if variety == "wide":
+        info["variety"] = variety
+        info["cases"] = setups  # filled while the cases are written, before dataset.json
+    return write_msd_dataset(out, generate(), organs, info)
