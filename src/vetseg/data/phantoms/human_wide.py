@@ -315,6 +315,7 @@ def paint_human_wide(bld: Builder, setup: WideSetup) -> None:
     paint_gut_sac(
         bld, centre, (45 * ss, 38 * ss, 55 * ss), 30.0, stomach_content, gas, 4.0, folds=0.0,
         label=ORGAN_ID["stomach"],
+        mottle_hu=8.0 if setup.oral_contrast == "water" else 35.0,
     )  # fmt: skip
 
     ls = setup.liver_scale

@@ -62,11 +62,11 @@ def add_metal_streaks(
     xx = (np.arange(nx, dtype=np.float32) * pixel_mm)[None, :]
     n_lines = int(rng.integers(6, 14))
     angles = rng.uniform(0.0, np.pi, n_lines).astype(np.float32)
-    amplitude = (rng.choice([-1.0, 1.0], n_lines) * rng.uniform(150.0, 600.0, n_lines)).astype(
+    amplitude = (rng.choice([-1.0, 1.0], n_lines) * rng.uniform(100.0, 450.0, n_lines)).astype(
         np.float32
     )
     width = rng.uniform(0.8, 2.5, n_lines).astype(np.float32)
-    fade_mm = float(rng.uniform(40.0, 120.0))
+    fade_mm = float(rng.uniform(25.0, 80.0))
     band = float(rng.uniform(150.0, 450.0))
     for k in slices:
         pieces, count = ndimage.label(metal[k])

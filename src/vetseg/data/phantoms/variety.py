@@ -163,7 +163,7 @@ def draw_wide_setup(rng: np.random.Generator) -> WideSetup:
     if rng.random() < 0.12:
         spleen_scale = float(rng.uniform(1.3, 1.75))  # splenomegaly
     kidney_scale = float(np.clip(rng.normal(1.0, 0.06), 0.88, 1.12))
-    gallbladder_scale = 0.0 if rng.random() < 0.08 else float(rng.uniform(0.75, 1.3))
+    gallbladder_scale = 0.0 if rng.random() < 0.08 else float(rng.uniform(0.8, 1.3))
     bladder_ml = float(np.exp(rng.uniform(np.log(60.0), np.log(450.0))))
     stomach_scale = float(rng.uniform(0.75, 1.3))
     stomach_gas = float(rng.uniform(0.03, 0.4))
