@@ -258,3 +258,18 @@ def test_wide_dataset_names_twelve_organs_and_each_case_setup(tmp_path: Path) ->
     labels, _ = read_label(written[0], reference=meta, reference_shape=ct.shape)
     assert np.array_equal(ct, expected.ct) and np.array_equal(labels, expected.labels)
     assert np.allclose(meta.spacing, expected.spacing)
+
+
+def test_parallel_workers_write_the_same_cases(tmp_path: Path) -> None:
+    one = write_phantom_dataset(tmp_path / "one", "rabbit", cases=3, seed=9)
+    two = write_phantom_dataset(tmp_path / "two", "rabbit", cases=3, seed=9, workers=2)
+    for a, b in zip(one, two, strict=True):
+        assert a.name == b.name
+        assert np.array_equal(read_image(a)[0], read_image(b)[0])
+    for name in ("rabbit_002_0000.nii.gz", "rabbit_000_0000.nii.gz"):
+        images = [
+            read_image(d / "imagesTr" / name)[0] for d in (tmp_path / "one", tmp_path / "two")
+        ]
+        assert np.array_equal(*images)
+    with pytest.raises(InputError, match="workers"):
+        write_phantom_dataset(tmp_path / "three", "rabbit", cases=1, seed=9, workers=0)

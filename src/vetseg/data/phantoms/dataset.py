@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -97,11 +100,13 @@ def write_phantom_dataset(
     seed: int,
     contrast: bool = True,
     variety: str = "default",
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``cases`` synthetic CT phantoms of ``species`` as an MSD / nnU-Net v2 dataset.
 
     Case ``k`` is drawn from ``np.random.default_rng([seed, k])``: the same seed gives the same
-    cases, and a larger ``cases`` only adds cases. ``dataset.json`` says ``"synthetic": true``.
+    cases, whatever ``workers``, and a larger ``cases`` only adds cases. ``dataset.json`` says
+    ``"synthetic": true``.
 
     Args:
         out: the dataset folder (created; it must not exist or be empty).
@@ -113,6 +118,7 @@ def write_phantom_dataset(
         variety: ``"default"`` (7 organs, the demo's phantoms) or ``"wide"`` (human only:
             phases, scanners, habitus, arms, table, metal, 12 organs of ``HUMAN_ORGANS``; what
             each case drew is in ``dataset.json`` under ``"cases"``).
+        workers: processes that draw cases in parallel (files are written by this one).
 
     Returns:
         The label files (``labelsTr/<case>.nii.gz``), one per case.
@@ -126,14 +132,15 @@ def write_phantom_dataset(
     check_variety(species, variety)
     if cases < 1:
         raise InputError(f"Cannot write {out}: the number of cases must be at least 1.")
+    if workers < 1:
+        raise InputError(f"Cannot write {out}: the number of workers must be at least 1.")
     check_new_dataset_folder(out)
 
     setups: dict[str, Mapping[str, object]] = {}
 
     def generate() -> Iterator[tuple[str, np.ndarray, np.ndarray, ImageMeta]]:
-        for k in range(cases):
-            rng = np.random.default_rng([seed, k])
-            phantom = make_phantom(species, rng, contrast=contrast, variety=variety)
+        draws = (partial(_draw_case, species, seed, k, contrast, variety) for k in range(cases))
+        for k, phantom in enumerate(_in_order(draws, workers)):
             case_id = f"{species}_{k:03d}"
             if phantom.setup:
                 setups[case_id] = dict(phantom.setup)
@@ -164,3 +171,28 @@ def write_phantom_dataset(
         info["variety"] = variety
         info["cases"] = setups  # filled while the cases are written, before dataset.json
     return write_msd_dataset(out, generate(), organs, info)
+
+
+def _draw_case(species: str, seed: int, k: int, contrast: bool, variety: str) -> Phantom:
+    """Case ``k`` of a phantom dataset (a top-level function: worker processes pickle it)."""
+    return make_phantom(species, np.random.default_rng([seed, k]), contrast, variety)
+
+
+def _in_order(draws: Iterable[Callable[[], Phantom]], workers: int) -> Iterator[Phantom]:
+    """Run ``draws`` and yield their results in order, on ``workers`` processes.
+
+    At most two draws per worker are ahead of the consumer, so a slow writer never holds more
+    than a few cases in memory.
+    """
+    if workers == 1:
+        for draw in draws:
+            yield draw()
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[Phantom]] = deque()
+        for draw in draws:
+            pending.append(pool.submit(draw))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
