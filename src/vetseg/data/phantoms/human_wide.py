@@ -162,9 +162,21 @@ def _paint_shoulder_girdle(bld: Builder, b_ant_top: float, b_post_top: float) ->
 
 
 def _paint_metal(
-    bld: Builder, setup: WideSetup, spine_y: float, heads: list, gb_fossa: tuple
+    bld: Builder,
+    setup: WideSetup,
+    spine_y: float,
+    heads: list[tuple[float, float, float]],
+    gb_fossa: tuple[float, float, float],
 ) -> None:
-    """The setup's metal: hip prosthesis (one or both), pedicle screws and rods, clips, a port."""
+    """The setup's metal: hip prosthesis (one or both), pedicle screws and rods, clips, a port.
+
+    Args:
+        bld: the case being drawn.
+        setup: its setup (``setup.metal`` says which).
+        spine_y: y of the vertebral bodies (screws).
+        heads: femoral head centres, right then left (prostheses).
+        gb_fossa: the gallbladder fossa (clips after a cholecystectomy).
+    """
     rng = bld.rng
     if setup.metal in ("hip", "hips"):
         chosen = heads if setup.metal == "hips" else [heads[int(rng.integers(2))]]

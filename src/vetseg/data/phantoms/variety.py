@@ -11,9 +11,13 @@ with ``size``; lengths of the scanner (``fov_mm``, ``pixel_mm``, ``slice_mm``) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K")
 
 #: Scan regions along the body, as (lowest, highest) z in the wide recipe's adult mm: z = 0 lies
 #: below the femoral heads, the iliac crest near 200, the right diaphragm dome near 363, the
@@ -123,7 +127,7 @@ class WideSetup:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-def _choice(rng: np.random.Generator, weights: dict) -> object:
+def _choice(rng: np.random.Generator, weights: Mapping[K, float]) -> K:
     """One key of ``weights`` drawn with probabilities proportional to its values."""
     keys = list(weights)
     p = np.array([weights[k] for k in keys], dtype=np.float64)
