@@ -149,6 +149,10 @@ def test_same_seed_same_case_and_new_organs_labelled() -> None:
     assert a.setup != c.setup
     # Case spacing is the stated one: the field of view over the matrix.
     assert a.spacing[0] * a.ct.shape[2] == pytest.approx(a.setup["fov_mm"], rel=0.01)
+    # contrast=False keeps the same anatomy but without contrast.
+    plain = make_phantom("human", np.random.default_rng([25, 0]), contrast=False, variety="wide")
+    assert plain.phase == "non_contrast" and plain.contrast is False
+    assert np.array_equal(plain.labels, a.labels)
 
 
 @pytest.mark.parametrize("organ", HUMAN_EXTRA_ORGANS)

@@ -411,9 +411,10 @@ def paint_human_wide(bld: Builder, setup: WideSetup) -> None:
     bld.paint(sl, bladder, "bowel_wall", ORGAN_ID["urinary_bladder"])
     lumen = bladder & (r < 1.0 - 3.0 / radius)
     bld.paint(sl, lumen, "urine", ORGAN_ID["urinary_bladder"])
+    layer_share = rng.uniform(0.0, 0.4)  # drawn in every phase: one anatomy for all phases
     if setup.phase == "delayed":
         _, y, _ = bld.local(sl, centre)
-        layer = lumen & (y > 0.95 * radius * (1.0 - 2.0 * rng.uniform(0.0, 0.4)))
+        layer = lumen & (y > 0.95 * radius * (1.0 - 2.0 * layer_share))
         bld.paint(sl, layer, "urine_contrast", ORGAN_ID["urinary_bladder"])
 
     dia = body.cavity & (np.abs(bld.z - floor[None]) < 0.6 * bld.spacing[2] + 1.0)
