@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from vetseg.cli import app
 from vetseg.io.image import ImageMeta, read_image, write_image
+from vetseg.labels import CORE_ORGANS, HUMAN_ORGANS
 
 
 def run(*args: str | Path) -> tuple[int, str, str]:
@@ -46,6 +48,22 @@ def test_phantoms_then_preview(rabbit_dataset: Path, tmp_path: Path) -> None:
         assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 300
         pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
     assert ((pixels.max(axis=2) - pixels.min(axis=2)) > 40).mean() > 0.01  # coloured labels
+
+
+def test_phantoms_wide_variety_writes_twelve_organs(tmp_path: Path) -> None:
+    out = tmp_path / "wide"
+    code, stdout, err = run("phantoms", out, "--variety", "wide", "--cases", "1", "--seed", "22")
+    assert code == 0, err
+    assert "synthetic" in stdout
+    info = json.loads((out / "dataset.json").read_text())
+    assert list(info["labels"]) == ["background", *HUMAN_ORGANS]
+    assert info["synthetic"] is True and info["variety"] == "wide"
+    labels, _ = read_image(out / "labelsTr" / "human_000.nii.gz")
+    assert int(labels.max()) > len(CORE_ORGANS)  # the new organs are labelled
+    assert_refused(
+        ("phantoms", tmp_path / "r", "--species", "rabbit", "--variety", "wide"), "human"
+    )
+    assert_refused(("phantoms", tmp_path / "v", "--variety", "huge"), "unknown phantom variety")
 
 
 def test_synth_on_a_tiny_atlas(tmp_path: Path) -> None:

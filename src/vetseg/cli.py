@@ -56,12 +56,24 @@ def phantoms(
     non_contrast: bool = typer.Option(
         False, "--non-contrast", help="Non-contrast HU values instead of contrast-enhanced."
     ),
+    variety: str = typer.Option(
+        "default",
+        help="default (the demo's 7-organ phantoms) or wide (human: contrast phases, scanners, "
+        "body sizes, arms, table, metal, fields of view; 12 organs).",
+    ),
+    workers: int = typer.Option(1, min=1, help="Processes that draw cases in parallel."),
 ) -> None:
     """Write synthetic CT phantoms (image + organ labels) in the MSD / nnU-Net layout."""
     from vetseg.data.phantoms import write_phantom_dataset
 
     paths = write_phantom_dataset(
-        out, species=species, cases=cases, seed=seed, contrast=not non_contrast
+        out,
+        species=species,
+        cases=cases,
+        seed=seed,
+        contrast=not non_contrast,
+        variety=variety,
+        workers=workers,
     )
     print(f"wrote {len(paths)} synthetic {species} cases to {out} (synthetic data, not real scans)")
 

@@ -25,7 +25,24 @@ CORE_ORGANS: tuple[str, ...] = (
     "bone",
 )
 
-#: Organ sets per species. The first species models are trained for these organs.
+#: Abdominal organs a human model can learn beyond the core set, where public human CT labels
+#: them (TotalSegmentator v2 draws all five).
+HUMAN_EXTRA_ORGANS: tuple[str, ...] = (
+    "stomach",
+    "pancreas",
+    "gallbladder",
+    "urinary_bladder",
+    "aorta",
+)
+
+#: The human model's vocabulary: the core organs keep ids 1..7 and the extra ones follow
+#: (8 stomach, 9 pancreas, 10 gallbladder, 11 urinary_bladder, 12 aorta), so a label map written
+#: with :data:`CORE_ORGANS` means the same under this vocabulary.
+HUMAN_ORGANS: tuple[str, ...] = CORE_ORGANS + HUMAN_EXTRA_ORGANS
+
+#: Organ sets per species: a new workspace's default organs. Human stays at the core set: the
+#: shipped human model, the demo and existing workspaces segment those 7; a workspace or a human
+#: model that wants the extra organs asks for :data:`HUMAN_ORGANS` explicitly.
 SPECIES_ORGANS: dict[str, tuple[str, ...]] = {
     "human": CORE_ORGANS,
     "rabbit": CORE_ORGANS,
@@ -205,11 +222,15 @@ MOUSE_HEAD_TEMPLATE: dict[int, str] = {
 def totalseg_structure_to_organ(structure: str) -> str | None:
     """The vetseg organ a TotalSegmentator structure belongs to, or None when vetseg ignores it.
 
-    Lung lobes merge into ``lungs``; ribs, vertebrae, sacrum, skull, sternum, costal cartilages,
+    Stomach, pancreas, gallbladder, urinary bladder and aorta keep their names (they count only
+    where the target vocabulary holds them, e.g. :data:`HUMAN_ORGANS`). Lung lobes merge into
+    ``lungs``; ribs, vertebrae, sacrum, skull, sternum, costal cartilages,
     limb and girdle bones merge into ``bone``. Heart chambers of TotalSegmentator v1 merge into
     ``heart``.
     """
     if structure in ("liver", "spleen", "kidney_left", "kidney_right", "heart"):
+        return structure
+    if structure in HUMAN_EXTRA_ORGANS:
         return structure
     if structure.startswith("lung_"):
         return "lungs"
@@ -244,7 +265,9 @@ def totalseg_mapping(organs: Sequence[str] = CORE_ORGANS) -> dict[int, str | Non
 
 def digimouse_mapping(organs: Sequence[str] = CORE_ORGANS) -> dict[int, str | None]:
     """Digimouse ids -> vetseg organs. The atlas draws both kidneys as one label (19): they are
-    split into left and right by the body's midline in :func:`split_left_right`."""
+    split into left and right by the body's midline in :func:`split_left_right`. Its stomach
+    (15), pancreas (17) and bladder (13, -> ``urinary_bladder``) map where ``organs`` holds them;
+    it draws no gallbladder (mice have one, the atlas leaves it in the liver) and no aorta."""
     names = {
         "liver": "liver",
         "spleen": "spleen",
@@ -252,6 +275,9 @@ def digimouse_mapping(organs: Sequence[str] = CORE_ORGANS) -> dict[int, str | No
         "heart": "heart",
         "skeleton": "bone",
         "kidneys": "kidneys",
+        "stomach": "stomach",
+        "pancreas": "pancreas",
+        "bladder": "urinary_bladder",
     }
     out: dict[int, str | None] = {}
     for label_id, structure in DIGIMOUSE.items():
@@ -278,8 +304,10 @@ def mouse_head_mapping(
 
 
 #: Human organ -> animal organ. The animal model's head starts from nothing, but the zero-shot
-#: baseline and the organ mapping in reports use this correspondence.
-HUMAN_TO_ANIMAL: dict[str, str] = {organ: organ for organ in CORE_ORGANS}
+#: baseline and the organ mapping in reports use this correspondence. Every organ of
+#: :data:`HUMAN_ORGANS` has its namesake in the common laboratory and companion species (rabbit,
+#: dog, pig, mouse, rat); the rat alone has no gallbladder, which its workspace simply leaves out.
+HUMAN_TO_ANIMAL: dict[str, str] = {organ: organ for organ in HUMAN_ORGANS}
 
 
 def lr_swap_permutation(organs: Sequence[str]) -> list[int]:
