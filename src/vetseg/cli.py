@@ -604,9 +604,28 @@ def init_cmd(
     ),
     synthetic: bool = typer.Option(False, "--synthetic", help="The scans are synthetic."),
     seed: int = typer.Option(0, "--seed", help="Seed of random selection and refine rounds."),
+    spacing: str | None = typer.Option(
+        None,
+        "--spacing",
+        help="Pixel spacing (mm) of this workspace's models, or 'species' (the human 1.5 mm x"
+        " the species' body scale); default: not fixed.",
+    ),
 ) -> None:
     """Create a workspace for the pre-label / correct / retrain loop."""
+    from vetseg.species import species_spacing
     from vetseg.workflow.workspace import Workspace, WorkspaceSettings, default_organs
+
+    spacing_mm: float | None = None
+    if spacing is not None:
+        if spacing.strip().lower() == "species":
+            spacing_mm = species_spacing(species)
+        else:
+            try:
+                spacing_mm = float(spacing)
+            except ValueError:
+                raise InputError(
+                    f"--spacing {spacing!r}: give mm per pixel or 'species'."
+                ) from None
 
     organ_list = (
         tuple(o.strip() for o in organs.split(",") if o.strip())
@@ -617,13 +636,15 @@ def init_cmd(
         species=species,
         organs=organ_list,
         window=_parse_window(window) or (-1000.0, 1000.0),
+        spacing=spacing_mm,
         synthetic=synthetic,
         seed=seed,
     )
     with Workspace.create(workspace, settings) as ws:
+        scale = f", models at {spacing_mm:g} mm per pixel" if spacing_mm else ""
         print(
             f"workspace {ws.root}: {species}, organs {', '.join(organ_list)} "
-            f"(ids 1..{len(organ_list)}), window {list(settings.window)}"
+            f"(ids 1..{len(organ_list)}), window {list(settings.window)}{scale}"
         )
 
 

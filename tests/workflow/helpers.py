@@ -82,6 +82,7 @@ def tiny_model(
     window: tuple[float, float] = (-1000.0, 1000.0),
     head_bias: tuple[float, ...] | None = None,
     seed: int = 0,
+    spacing: float | None = None,
 ) -> ModelInfo:
     """Save a small untrained animal model (optionally with a fixed head) to ``out``."""
     model = _tiny_network(tuple(organs), head_bias, seed)
@@ -89,7 +90,12 @@ def tiny_model(
         model_id=new_model_id("transfer"),
         architecture=model.architecture(),
         organs=tuple(organs),
-        preprocess=PreprocessConfig(window=window, size=size),
+        preprocess=PreprocessConfig(
+            window=window,
+            size=size,
+            spacing=spacing,
+            intensity=None if spacing is None else (40.0, 300.0),
+        ),
         stage="transfer",
         species="rabbit",
         metrics={"val_mean_dice": 0.5},

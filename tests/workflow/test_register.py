@@ -116,6 +116,39 @@ def test_use_imports_the_model_and_checks_organs_and_window(setup: Setup, tmp_pa
         assert ws.require_current_model().model_id == current.model_id
 
 
+def test_a_workspace_with_a_spacing_refuses_models_of_another_scale(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vetseg.cli import app
+
+    root = tmp_path / "ws"
+    result = CliRunner().invoke(
+        app,
+        [
+            "init",
+            str(root),
+            "--species",
+            "rabbit",
+            "--organs",
+            "liver,spleen",
+            "--spacing",
+            "species",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "models at 0.525 mm per pixel" in result.output
+    with Workspace.open(root) as ws:
+        assert ws.settings.spacing == 0.525
+        tiny_model(tmp_path / "legacy")
+        with pytest.raises(ModelFileError, match="none \\(a legacy model\\)"):
+            use_model(ws, tmp_path / "legacy")
+        tiny_model(tmp_path / "coarse", spacing=1.05)
+        with pytest.raises(ModelFileError, match="1.05 mm, this workspace's models at 0.525"):
+            use_model(ws, tmp_path / "coarse")
+        right = tiny_model(tmp_path / "right", spacing=0.525)
+        assert use_model(ws, tmp_path / "right") == right.model_id
+
+
 def test_cli_bad_input_is_one_sentence_and_exit_2(setup: Setup, tmp_path: Path) -> None:
     shifted = ImageMeta(spacing=META.spacing, origin=(5.0, 0.0, 0.0))
     _, bad_label = write_case(tmp_path / "other", "x", seed=2, meta=shifted)

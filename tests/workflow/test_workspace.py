@@ -65,6 +65,12 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     settings = _settings(window=(0.0, 255.0), synthetic=True, seed=3, refine={"epochs": 5})
     text = settings.to_toml()
     assert WorkspaceSettings.from_toml(text, tmp_path / "vetseg.toml") == settings
+    scaled = _settings(spacing=0.525)
+    back = WorkspaceSettings.from_toml(scaled.to_toml(), tmp_path / "vetseg.toml")
+    assert back.spacing == 0.525 and back.preprocess(64).spacing == 0.525
+    assert "\nspacing =" not in _settings().to_toml()  # TOML has no null: absent when unset
+    with pytest.raises(InputError, match="spacing"):
+        _settings(spacing=-1.0)
 
 
 def test_audit_log_is_append_only(setup: Setup) -> None:

@@ -341,6 +341,16 @@ def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
             f"{list(info.preprocess.window)}, this workspace's scans use {list(settings.window)} "
             f"(window in {workspace.root / 'vetseg.toml'})."
         )
+    if settings.spacing is not None and info.preprocess.spacing != settings.spacing:
+        shown = (
+            "none (a legacy model)"
+            if info.preprocess.spacing is None
+            else (f"{info.preprocess.spacing:g} mm")
+        )
+        raise ModelFileError(
+            f"{source}: the model works at a pixel spacing of {shown}, this workspace's models"
+            f" at {settings.spacing:g} mm (spacing in {workspace.root / 'vetseg.toml'})."
+        )
     target = workspace.root / "models" / info.model_id
     if source.resolve() != target.resolve():
         copied = target / META_NAME

@@ -178,6 +178,9 @@ class WorkspaceSettings:
             stored as other units (e.g. micro-CT rescaled to 0-255) need their own window. It
             becomes ``PreprocessConfig.window`` of every model trained for this workspace.
         orientation: canonical orientation code (``PreprocessConfig.orientation``).
+        spacing: the pixel spacing (mm) of this workspace's models (``PreprocessConfig.spacing``,
+            e.g. the species spacing of :mod:`vetseg.species`); None: not fixed. A model of
+            another spacing is refused by ``vetseg use``.
         synthetic: the scans are synthetic (phantoms); results must say so.
         seed: seed of random pre-label selection and of refine rounds.
         refine: ``StageConfig`` fields that override the refine-round defaults (DESIGN 4).
@@ -187,6 +190,7 @@ class WorkspaceSettings:
     organs: tuple[str, ...]
     window: tuple[float, float] = (-1000.0, 1000.0)
     orientation: str = "LPS"
+    spacing: float | None = None
     synthetic: bool = False
     seed: int = 0
     refine: Mapping[str, Any] = field(default_factory=dict)
@@ -197,12 +201,14 @@ class WorkspaceSettings:
         bad = [o for o in self.organs if not re.fullmatch(r"[a-z][a-z0-9_]*", o)]
         if bad:
             raise InputError(f"organ name(s) {', '.join(bad)}: use lower case, digits and _.")
-        PreprocessConfig(window=self.window, orientation=self.orientation)  # validates
+        PreprocessConfig(window=self.window, orientation=self.orientation, spacing=self.spacing)
         self.refine_config()  # validates the overrides
 
     def preprocess(self, size: int) -> PreprocessConfig:
         """The model input definition for a model trained for this workspace."""
-        return PreprocessConfig(window=self.window, size=size, orientation=self.orientation)
+        return PreprocessConfig(
+            window=self.window, size=size, orientation=self.orientation, spacing=self.spacing
+        )
 
     def refine_config(self, **overrides: Any) -> StageConfig:
         """Refine-round settings: DESIGN defaults, then ``[refine]`` of vetseg.toml, then these.
@@ -232,6 +238,8 @@ class WorkspaceSettings:
             "# Intensity window of the scans (HU for CT; e.g. [0, 255] for rescaled micro-CT).",
             f"window = {_toml_value([float(v) for v in self.window])}",
             f"orientation = {_toml_value(self.orientation)}",
+            "# Pixel spacing (mm) of this workspace's models; absent: not fixed.",
+            *([f"spacing = {_toml_value(float(self.spacing))}"] if self.spacing else []),
             "",
             "[refine]",
             "# StageConfig fields overriding the refine-round defaults, e.g. epochs = 30",
@@ -255,6 +263,7 @@ class WorkspaceSettings:
                 organs=tuple(str(o) for o in data["organs"]),
                 window=tuple(float(v) for v in pre.get("window", (-1000.0, 1000.0))),  # type: ignore[arg-type]
                 orientation=str(pre.get("orientation", "LPS")),
+                spacing=float(pre["spacing"]) if "spacing" in pre else None,
                 synthetic=bool(data.get("synthetic", False)),
                 seed=int(data.get("seed", 0)),
                 refine=dict(data.get("refine", {})),
