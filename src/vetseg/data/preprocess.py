@@ -314,7 +314,10 @@ def resample_matrix(
 
 
 def _resample(slices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``[n, c, h, w]`` -> ``[n, c, H, W]`` as ``rows @ slice @ cols.T``, in chunks."""
+    """``[n, c, h, w]`` -> ``[n, c, H, W]`` as ``rows @ slice @ cols.T``, in chunks.
+
+    Used on the way in (one channel): two small dense products beat a gather here.
+    """
     out = []
     for start in range(0, slices.shape[0], _CHUNK):
         chunk = slices[start : start + _CHUNK].float()
@@ -335,15 +338,22 @@ def _forward_matrices(grid: ModelGrid, order: int) -> tuple[torch.Tensor, torch.
     return mats[0], mats[1]
 
 
-def _backward_matrices(grid: ModelGrid) -> tuple[torch.Tensor, torch.Tensor]:
+@lru_cache(maxsize=8)
+def _backward_grid(grid: ModelGrid) -> torch.Tensor:
+    """``grid_sample`` coordinates ``[1, h, w, 2]`` of every native pixel on the model grid.
+
+    The inverse of the forward map: native pixel ``j`` sits at model position
+    ``(j + 0.5 - phase) * scale - 0.5``.
+    """
     assert grid.scale is not None
-    mats = []
+    axes = []
     for n_native, n_model, scale, phase in zip(
         grid.native, grid.shape, grid.scale, grid.phase, strict=True
     ):
-        # The inverse of the forward map: native j sits at model (j + 0.5 - phase) * scale - 0.5.
-        mats.append(resample_matrix(n_model, n_native, ((0.5 - phase) * scale - 0.5, scale), 1))
-    return mats[0], mats[1]
+        v = (torch.arange(n_native, dtype=torch.float64) + 0.5 - phase) * scale - 0.5
+        axes.append(((2.0 * v + 1.0) / n_model - 1.0).float())  # align_corners=False units
+    yy, xx = torch.meshgrid(axes[0], axes[1], indexing="ij")
+    return torch.stack((xx, yy), dim=-1)[None]
 
 
 def to_model_grid(
@@ -396,8 +406,22 @@ def logits_to_native(logits: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
             if tuple(logits.shape[-2:]) == grid.native:
                 return logits
             return _interpolate(logits.float(), grid.native, order=1)
-        rows, cols = _backward_matrices(grid)
-        return _resample(logits, rows, cols)
+        # Bilinear, edge values continued: grid_sample is as fast as interpolate and takes the
+        # exact coordinates (a dense product per channel was ten times slower at 512 x 512).
+        coords = _backward_grid(grid)
+        out = []
+        for start in range(0, logits.shape[0], _CHUNK):
+            chunk = logits[start : start + _CHUNK].float()
+            out.append(
+                F.grid_sample(
+                    chunk,
+                    coords.expand(chunk.shape[0], -1, -1, -1),
+                    mode="bilinear",
+                    padding_mode="border",
+                    align_corners=False,
+                )
+            )
+        return torch.cat(out, dim=0)
 
 
 def tile_starts(length: int, size: int, overlap: float = TILE_OVERLAP) -> list[int]:
