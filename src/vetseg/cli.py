@@ -167,6 +167,9 @@ _STEPS = typer.Option(
     None, "--steps-per-epoch", help="Cap on steps per epoch (default: all slices)."
 )
 _SEED = typer.Option(None, "--seed", help="Seed of split, sampling and initialisation (0).")
+_VAL_SLICES = typer.Option(
+    None, "--val-slices", help="Validate on at most N slices, evenly strided (default: all)."
+)
 _CONFIG = typer.Option(None, "--config", help="JSON file with any of these settings.")
 _RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
 _NO_AUG = typer.Option(False, "--no-augment", help="Train without augmentation.")
@@ -196,6 +199,7 @@ def train_human_cmd(
     batch_size: int | None = _BATCH,
     steps_per_epoch: int | None = _STEPS,
     seed: int | None = _SEED,
+    val_slices: int | None = _VAL_SLICES,
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
@@ -216,6 +220,7 @@ def train_human_cmd(
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
+        val_slices=val_slices,
         no_augment=no_augment,
     )
     from vetseg.labels import CORE_ORGANS
@@ -244,6 +249,7 @@ def transfer(
     batch_size: int | None = _BATCH,
     steps_per_epoch: int | None = _STEPS,
     seed: int | None = _SEED,
+    val_slices: int | None = _VAL_SLICES,
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
@@ -278,6 +284,7 @@ def transfer(
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
+        val_slices=val_slices,
         no_augment=no_augment,
     )
     from vetseg.training.stages import transfer as run_transfer

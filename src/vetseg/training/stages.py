@@ -165,7 +165,7 @@ def _fit(
         empty_slice_rate=config.empty_slice_rate,
         seed=config.seed,
     )
-    val_cases = make_validation_cases(prepared.val, config.preprocess)
+    val_cases = make_validation_cases(prepared.val, config.preprocess, config.val_slices)
     trainer = Trainer(model, train_set, val_cases, organs, config, train_dir, progress=progress)
     result = trainer.fit(resume=resume)
     metrics = {

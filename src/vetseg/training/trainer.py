@@ -70,9 +70,13 @@ class ValidationCase:
 
 
 def make_validation_cases(
-    loaded_cases: Sequence[Any], preprocess: PreprocessConfig
+    loaded_cases: Sequence[Any], preprocess: PreprocessConfig, max_slices: int | None = None
 ) -> list[ValidationCase]:
-    """Preprocess validation cases once, with the input definition of training and inference."""
+    """Preprocess validation cases once, with the input definition of training and inference.
+
+    ``max_slices``: keep every k-th slice of every case (the smallest k that leaves at most
+    this many in all); None keeps them all.
+    """
     from vetseg.data.preprocess import (
         inplane_offset,
         inplane_spacing,
@@ -81,15 +85,19 @@ def make_validation_cases(
         to_model_grid,
     )
 
+    total = sum(case.image.shape[0] for case in loaded_cases)
+    stride = 1 if max_slices is None else max(1, math.ceil(total / max_slices))
     out = []
     for case in loaded_cases:
         if case.labels is None:
             raise VetsegError(f"validation case {case.case_id} has no label map.")
         meta = case.canonical_meta
+        # The middle of each stride: a case of fewer slices than the stride keeps one.
+        keep = slice(min(stride // 2, case.image.shape[0] - 1), None, stride)
         image, grid = to_model_grid(
-            case.image, inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
+            case.image[keep], inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
         )
-        labels = labels_to_model_grid(case.labels, grid)
+        labels = labels_to_model_grid(case.labels[keep], grid)
         out.append(
             ValidationCase(
                 case.case_id,
