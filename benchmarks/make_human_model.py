@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--val-slices", type=int, default=192)
     parser.add_argument(
         "--dest", type=Path, default=ROOT / "src" / "vetseg" / "assets" / "human_model"
     )
@@ -180,6 +181,8 @@ def main() -> None:
                 "--organs",
                 ",".join(HUMAN_ORGANS),
                 "--resume",
+                "--val-slices",
+                str(args.val_slices),
             ],
             log=work / "train.log",
         )
