@@ -20,6 +20,7 @@ from vetseg.config import PreprocessConfig, StageConfig
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json, atomic_write_text
 from vetseg.labels import CORE_ORGANS, HUMAN_TO_ANIMAL
+from vetseg.species import linear_scale
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class DemoConfig:
             batch_size=16,
             steps_per_epoch=60,
             extend=0,
-            preprocess=PreprocessConfig(size=96),
+            # 4 mm pixels: a 384 mm human phantom is one 96 px tile (a quick human model).
+            preprocess=PreprocessConfig(size=96, spacing=4.0),
         )
     )
     animal: StageConfig = dataclasses.field(
@@ -85,7 +87,7 @@ class DemoConfig:
                 batch_size=16,
                 steps_per_epoch=150,
                 extend=2,
-                preprocess=PreprocessConfig(size=128),
+                preprocess=PreprocessConfig(size=128, spacing=1.5),
             ),
             animal=StageConfig.transfer(
                 epochs=30,
@@ -101,8 +103,8 @@ class DemoConfig:
 
 
 def shipped_human_model() -> Path | None:
-    """The human phantom model that ships with vetseg (see its model.json for how it was made)."""
-    folder = resources.files("vetseg") / "assets" / "human_phantom_model"
+    """The human model that ships with vetseg (its MADE_BY.txt says how it was made)."""
+    folder = resources.files("vetseg") / "assets" / "human_model"
     path = Path(str(folder))
     return path if (path / "model.json").is_file() else None
 
@@ -140,10 +142,16 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
             t0 = time.perf_counter()
             train_human(human_data, human_model, config.human, progress=progress)
             timings["human_training_s"] = round(time.perf_counter() - t0, 1)
-    animal_size = json.loads((human_model / "model.json").read_text())["input_size"]
+    human_pre = json.loads((human_model / "model.json").read_text())["preprocess"]
+    # Tiles of the demo's size (the body is fully convolutional); pixels at the rabbit's
+    # species spacing when the human model has a spacing, else the legacy squashed slices.
+    animal_size = config.size if human_pre.get("spacing") else human_pre["size"]
     animal_cfg = dataclasses.replace(
         config.animal, preprocess=dataclasses.replace(config.animal.preprocess, size=animal_size)
     )
+    # Zero-shot, the human model sees a rabbit at human scale (organs as many pixels as a
+    # human's): the species' body scale, as transfer's spacing rule.
+    body_scale = 1.0 / linear_scale("rabbit") if human_pre.get("spacing") else 1.0
     # Of the k labelled rabbits, one validates (selection); the held-out rabbits test.
     ratios = (config.labelled - 1, 1, 0)
     models = {
@@ -159,6 +167,7 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
             rabbit_train,
             folder,
             animal_cfg,
+            size=animal_size,
             from_scratch=name == "scratch",
             progress=progress,
             ratios=ratios,
@@ -167,7 +176,9 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
 
     t0 = time.perf_counter()
     results = {
-        "zero-shot human": evaluate(human_model, rabbit_test, organ_map=HUMAN_TO_ANIMAL),
+        "zero-shot human": evaluate(
+            human_model, rabbit_test, organ_map=HUMAN_TO_ANIMAL, body_scale=body_scale
+        ),
         "scratch": evaluate(models["scratch"], rabbit_test),
         "vetseg transfer": evaluate(models["transfer"], rabbit_test),
     }

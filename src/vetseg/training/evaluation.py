@@ -31,6 +31,7 @@ the model's label map as it comes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,7 @@ def evaluate(
     organ_map: dict[str, str] | None = None,
     *,
     raw: bool = False,
+    body_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Dice and HD95 per organ of a model on a labelled dataset, on each scan's own grid.
 
@@ -151,6 +153,10 @@ def evaluate(
             zero-shot human model); default: the same names.
         raw: score the model's label map as it comes; default: after the post-processing
             that ``vetseg segment`` applies by default.
+        body_scale: the model sees every scan as if its voxels were this many times larger
+            (1: as they are). A human model used zero-shot on an animal gets
+            ``1 / vetseg.species.linear_scale(species)``, so that the animal's organs cover as
+            many of its pixels as human organs do. HD95 stays in the scan's true mm.
 
     Returns:
         ``{"organs": [...], "per_case": {case: {organ: {"status", "dice", "hd95_mm"}}},
@@ -179,8 +185,15 @@ def evaluate(
         raise InputError(f"{data}: no labelled case to evaluate (split {split!r}).")
     per_case: dict[str, dict[str, OrganScore]] = {}
     for case in cases:
-        loaded = load_case(dataset, case)
-        prediction = segmenter.predict(loaded.image, loaded.canonical_meta)
+        loaded = load_case(dataset, case, segmenter.info.preprocess.orientation)
+        seen_as = loaded.canonical_meta
+        if body_scale != 1.0:
+            seen_as = dataclasses.replace(
+                seen_as,
+                spacing=tuple(v * body_scale for v in seen_as.spacing),
+                origin=tuple(v * body_scale for v in seen_as.origin),
+            )
+        prediction = segmenter.predict(loaded.image, seen_as)
         spacing_zyx = tuple(reversed(loaded.canonical_meta.spacing))
         per_case[case.case_id] = {
             organ_map[organ]: score_organ(
@@ -198,6 +211,7 @@ def evaluate(
         "model": str(model_path),
         "model_id": segmenter.info.model_id,
         "data": str(data),
+        "body_scale": body_scale,
         "split": split,
         "postprocess": not raw,
         "organs": organs_out,
