@@ -88,11 +88,19 @@ def synth(
     mapping: str = typer.Option(
         "auto", help="Label ids of the atlas: auto, digimouse, totalseg, mouse_head, vetseg."
     ),
+    organs: str | None = typer.Option(
+        None,
+        "--organs",
+        help="Organs to label: comma-separated, or 'all' for every vetseg organ the atlas draws"
+        " (default: the 7 core organs).",
+    ),
 ) -> None:
     """Synthesise CT-like cases from a real label atlas (tissue HU, deformation, noise, blur)."""
     from vetseg.data.synth import synthesize_dataset
+    from vetseg.labels import HUMAN_ORGANS
 
-    paths = synthesize_dataset(labels, out, cases=cases, seed=seed, mapping=mapping)
+    chosen = HUMAN_ORGANS if organs == "all" else _organ_list(organs)
+    paths = synthesize_dataset(labels, out, cases=cases, seed=seed, mapping=mapping, organs=chosen)
     print(f"wrote {len(paths)} synthesised cases to {out} (synthesised from an atlas, not real CT)")
 
 

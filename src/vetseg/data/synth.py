@@ -21,7 +21,7 @@ in-plane side exceeds :data:`MAX_IN_PLANE` voxels (Digimouse: 0.2 mm -> 0.25 mm)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,12 +183,24 @@ def _detect_kind(path: Path, ids: set[int], shape: tuple[int, ...]) -> str:
     )
 
 
-def _vocabulary(kind: str) -> tuple[dict[int, str], dict[int, str | None], tuple[str, ...], str]:
-    """(id -> structure name, id -> vetseg organ, organ vocabulary, species) of an atlas kind."""
-    if kind == "digimouse":
-        return dict(DIGIMOUSE), dict(digimouse_mapping()), CORE_ORGANS, "mouse"
-    if kind == "totalseg":
-        return dict(TOTALSEG_V2), dict(totalseg_mapping()), CORE_ORGANS, "human"
+def _vocabulary(
+    kind: str, organs: Sequence[str] | None = None
+) -> tuple[dict[int, str], dict[int, str | None], tuple[str, ...], str]:
+    """(id -> structure name, id -> vetseg organ, organ vocabulary, species) of an atlas kind.
+
+    ``organs``: the vocabulary to label (Digimouse and TotalSegmentator atlases; default the
+    core organs); organs the atlas does not draw are left out.
+    """
+    if kind in ("digimouse", "totalseg"):
+        wanted = tuple(organs) if organs else CORE_ORGANS
+        if kind == "digimouse":
+            names, mapping, species = dict(DIGIMOUSE), dict(digimouse_mapping(wanted)), "mouse"
+        else:
+            names, mapping, species = dict(TOTALSEG_V2), dict(totalseg_mapping(wanted)), "human"
+        drawn = {o for o in mapping.values() if o}
+        if "kidneys" in drawn:  # one atlas label, split into left and right later
+            drawn |= {"kidney_left", "kidney_right"}
+        return names, mapping, tuple(o for o in wanted if o in drawn), species
     if kind == "mouse_head":
         organs = SPECIES_ORGANS["mouse_head"]
         return dict(MOUSE_HEAD_TEMPLATE), dict(mouse_head_mapping()), organs, "mouse"
@@ -220,7 +232,7 @@ def _fill_body(mask: np.ndarray, convex: bool) -> np.ndarray:
     return out
 
 
-def _prepare(path: Path, mapping: str) -> _Atlas:
+def _prepare(path: Path, mapping: str, organs: Sequence[str] | None = None) -> _Atlas:
     """Read, canonicalise, crop and resample an atlas; add body, subcutis and kidney sides."""
     if mapping not in MAPPINGS:
         raise InputError(
@@ -230,7 +242,7 @@ def _prepare(path: Path, mapping: str) -> _Atlas:
     atlas, meta = to_canonical(raw, meta)
     present = {int(v) for v in np.unique(atlas) if v != 0}
     kind = _detect_kind(path, present, atlas.shape) if mapping == "auto" else mapping
-    names, organ_of, organs, species = _vocabulary(kind)
+    names, organ_of, organs, species = _vocabulary(kind, organs)
     side_names = _names_beside(path)
     if side_names and kind != "vetseg":
         names = {**names, **side_names}
@@ -418,7 +430,12 @@ def _organ_labels(ids: np.ndarray, atlas: _Atlas) -> np.ndarray:
 
 
 def synthesize_dataset(
-    labels: Path, out: Path, cases: int, seed: int, mapping: str = "auto"
+    labels: Path,
+    out: Path,
+    cases: int,
+    seed: int,
+    mapping: str = "auto",
+    organs: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``cases`` CT-like cases synthesised from a label atlas, in the MSD layout.
 
@@ -430,6 +447,8 @@ def synthesize_dataset(
         mapping: the atlas's label ids: ``"auto"`` (a ``labels.json`` beside the file, else the
             ids: Digimouse draws ids 1..21, TotalSegmentator up to 117), ``"digimouse"``,
             ``"totalseg"``, ``"mouse_head"`` or ``"vetseg"`` (already vetseg ids).
+        organs: organs to label (Digimouse and TotalSegmentator atlases; default the core
+            organs), e.g. :data:`vetseg.labels.HUMAN_ORGANS` for stomach, pancreas, bladder.
 
     Returns:
         The label files written, one per case.
@@ -442,7 +461,7 @@ def synthesize_dataset(
     if cases < 1:
         raise InputError(f"Cannot write {out}: the number of cases must be at least 1.")
     check_new_dataset_folder(out)
-    atlas = _prepare(labels, mapping)
+    atlas = _prepare(labels, mapping, organs)
 
     def generate() -> Iterator[tuple[str, np.ndarray, np.ndarray, ImageMeta]]:
         for k in range(cases):
