@@ -288,6 +288,28 @@ def test_check_volumes_are_the_models_validation_cases_when_on_disk(
     assert "phantom" in check_volumes(info)[1]
 
 
+def test_cached_decisions_are_keyed_and_a_damaged_file_is_not_trusted(
+    intensity_segmenter: Segmenter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = intensity_segmenter.info
+    meta = ImageMeta((1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    volumes = [CheckVolume("ramp", ramp_volume((3, 32, 32)), meta)]
+    runs: list[int] = []
+
+    def run() -> precision.PrecisionReport:
+        runs.append(1)
+        return check_precision(info, IntensityEngine(), IntensityEngine(), volumes)
+
+    report, cached = precision.cached_check(info, "bf16", tmp_path, run)
+    assert not cached and report.passed and report.key["weights_sha256"] == info.weights_sha256
+    again, cached = precision.cached_check(info, "bf16", tmp_path, run)
+    assert cached and again == report and len(runs) == 1
+    monkeypatch.setattr(capabilities, "openvino_version", lambda: "2099.1")  # an upgrade
+    assert precision.cached_check(info, "bf16", tmp_path, run)[1] is False and len(runs) == 2
+    (tmp_path / precision.CHECKS_NAME).write_text("{ not json")
+    assert precision.cached_check(info, "bf16", tmp_path, run)[1] is False and len(runs) == 3
+
+
 def test_model_source_loads_the_network_only_when_needed(
     random_model_dir: Path, tmp_path: Path
 ) -> None:
