@@ -246,6 +246,23 @@ def test_without_openvino_auto_falls_back_and_says_so_once(
     assert result.exit_code == 0 and "not installed" in result.stdout
 
 
+def test_auto_falls_back_where_openvino_cannot_compile_the_model(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_auto: None
+) -> None:
+    def refuse(*args: object) -> object:
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino_engine, "_compile", refuse)
+    monkeypatch.setattr(capabilities, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    folder, model, info = own_copy(random_model_dir, tmp_path)
+    said: list[str] = []
+    engine = make_engine("auto", model, info, model_dir=folder, threads=1, say=said.append)
+    assert engine.name == "onnx"
+    assert len(said) == 1 and "cannot run this model" in said[0] and "unsupported" in said[0]
+    with pytest.raises(ModelFileError, match="cannot compile"):  # asked for by name: an error
+        make_engine("openvino", model, info, model_dir=folder, precision="fp32")
+
+
 def test_a_cpu_without_bf16_runs_fp32_and_says_so(
     random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_auto: None
 ) -> None:

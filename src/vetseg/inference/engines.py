@@ -449,7 +449,11 @@ def select_engine(
     if not bf16_native():
         say("this CPU has no native bf16 (AVX512_BF16 or AMX): fp32.")
         return _auto_fp32(source, threads)
-    report, candidate, reference = checked_bf16(source, threads, say)
+    try:
+        report, candidate, reference = checked_bf16(source, threads, say)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO failing on a model leaves the fp32 engines
+        say(f"OpenVINO cannot run this model, so no bf16 ({exc}): fp32.")
+        return _auto_fp32(source, threads)
     if candidate is not None:
         return candidate
     say(_refusal(report))
@@ -458,10 +462,18 @@ def select_engine(
 
 def _auto_fp32(source: ModelSource, threads: int | None) -> Engine:
     """``auto`` in fp32: ONNX Runtime on a current export, else an in-memory export for large
-    models, else PyTorch (also where the export fails)."""
-    found = source.onnx_file()
-    if found is not None:
-        return OnnxEngine(found, threads=threads)
+    models, else PyTorch (also where the export fails).
+
+    An exported file is checked through the ONNX Runtime session's own metadata (no ``onnx``
+    import, which costs start-up time).
+    """
+    if source.onnx_path is not None:
+        return open_onnx(source.onnx_path, source.info, threads)
+    if source.model_dir is not None and (source.model_dir / ONNX_NAME).is_file():
+        try:
+            return open_onnx(source.model_dir / ONNX_NAME, source.info, threads)
+        except ModelFileError:
+            pass  # exported from other weights: these are exported afresh below
     if source.info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
         return TorchEngine(source.network())
     try:
@@ -520,12 +532,12 @@ def checked_bf16(
             info, "bf16", onnx=source.onnx, threads=threads, cache_dir=folder
         )
         return report, engine, None
-    volumes, where = precision.check_volumes(info)
-    say(f"checking bf16 against fp32 on {where} (once per model and machine)...")
     candidate = openvino_engine.open_openvino(
         info, "bf16", onnx=source.onnx, threads=threads, cache_dir=folder
     )
     assert candidate is not None
+    volumes, where = precision.check_volumes(info)
+    say(f"checking bf16 against fp32 on {where} (once per model and machine)...")
     reference = OnnxEngine(source.onnx(), threads=threads)
     report = precision.check_precision(
         info,
