@@ -331,6 +331,20 @@ def test_cached_decisions_are_keyed_and_a_damaged_file_is_not_trusted(
     assert precision.cached_check(info, "bf16", tmp_path, run)[1] is False and len(runs) == 3
 
 
+def test_a_read_only_model_folder_caches_in_the_user_cache(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model shipped inside an installed package cannot be written: the blobs and decisions
+    go to $XDG_CACHE_HOME/vetseg/models/<weights checksum>."""
+    _, info = load_model(random_model_dir)
+    assert openvino_engine.cache_folder(random_model_dir, info) == random_model_dir
+    monkeypatch.setattr(openvino_engine.os, "access", lambda path, mode: False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = openvino_engine.cache_folder(random_model_dir, info)
+    assert folder == tmp_path / "cache" / "vetseg" / "models" / info.weights_sha256[:16]
+    assert folder.is_dir() and openvino_engine.cache_folder(None, info) is None
+
+
 def test_model_source_loads_the_network_only_when_needed(
     random_model_dir: Path, tmp_path: Path
 ) -> None:
