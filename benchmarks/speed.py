@@ -2,21 +2,26 @@
 
 Measured in one run, on one machine, with the same thread count throughout:
 
-- ``matmul``: float32 matrix-multiply GFLOP/s of this machine (PyTorch, the FLOP roofline)
-  and its memory bandwidth (GB/s of a large copy, the memory roofline);
+- ``matmul``: float32 and bf16 matrix-multiply GFLOP/s of this machine (PyTorch, the FLOP
+  rooflines of each precision) and its memory bandwidth (GB/s of a large copy, the memory
+  roofline);
 - ``model``: GFLOP per 512 x 512 slice of vetseg's animal model (default architecture,
   EfficientNet-b1 body, 7 organs), counted by ``torch.utils.flop_counter.FlopCounterMode``
   (convolutions and matrix products; element-wise work is not counted);
-- ``throughput``: slices per second at 512 x 512 for PyTorch eager (NCHW and channels-last)
-  and ONNX Runtime, and the fraction of the FLOP roofline each reaches;
+- ``throughput``: slices per second at 512 x 512 for PyTorch eager (NCHW, channels-last, bf16
+  autocast), ONNX Runtime fp32, OpenVINO fp32 and bf16, and the peer MONAI FlexibleUNet
+  (EfficientNet-b1 encoder) in ONNX Runtime fp32 and OpenVINO bf16, timed in turns (medians of
+  interleaved batches), with the fraction of the roofline of its precision each reaches;
 - ``refine``: the full-resolution scSE-MobileNetV3 module on its own: its GFLOP, the bytes
   its activations move (each layer reading its input and writing its output once), its
   arithmetic intensity and the time the memory roofline allows;
 - ``end_to_end``: seconds for a synthetic 512 x 512 x 100 scan through ``vetseg segment``
-  (a fresh process: start-up, model load, read, segment, post-process, report, write), with
-  ONNX Runtime on an exported ``model.onnx``, with the default engine on a model folder that
-  has none (exported in memory first), and with PyTorch eager;
-- ``memory``: peak RSS of ``vetseg segment`` on a synthetic 512 x 512 x 400 scan.
+  (a fresh process: start-up, model load, read, segment, post-process, report, write): the
+  default engine (``auto``) on a model folder as training leaves it, first run (ONNX export,
+  bf16 accuracy check, OpenVINO compile, all cached in the folder) and later runs, in turns with
+  ONNX Runtime fp32 on an exported ``model.onnx`` (medians); seconds per step in process;
+- ``memory``: peak RSS of ``vetseg segment`` on a synthetic 512 x 512 x 400 scan, default engine
+  and ONNX Runtime.
 
 The weights are random (speed does not depend on them; post-processing time does a little,
 through the shape of what the model labels). The scans are synthetic ellipses of CT values, not
@@ -27,7 +32,7 @@ Writes ``benchmarks/results/speed.json`` with the figures, the machine and the c
 
 Usage::
 
-    python benchmarks/speed.py                                   # ~10 min on 2 cores
+    python benchmarks/speed.py                                   # ~15 min on 2 cores
     python benchmarks/speed.py --quick --out /tmp/speed_quick.json  # ~1-2 min, to validate
 """
 
@@ -37,6 +42,7 @@ import argparse
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,8 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slices", type=int, default=100, help="slices of the end-to-end scan")
     parser.add_argument("--rss-slices", type=int, default=400, help="slices of the memory scan")
     parser.add_argument(
-        "--seconds", type=float, default=20.0, help="minimum time of each throughput run"
+        "--seconds", type=float, default=20.0, help="minimum time of each refine-module run"
     )
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     parser.add_argument(
         "--parts",
@@ -83,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rss_slices = min(args.rss_slices, 16)
         args.seconds = min(args.seconds, 2.0)
         args.batch_size = min(args.batch_size, 2)
+        args.repeats = min(args.repeats, 1)
     return args
 
 
@@ -90,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import onnxruntime
+
+    from vetseg.inference.capabilities import BF16_FLAGS, cpu_flags, openvino_version
 
     cpu = platform.processor() or "unknown"
     try:
@@ -106,6 +116,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino_version(),
+        "bf16_flags": [flag for flag in BF16_FLAGS if flag in cpu_flags()],
         "load_average_start": list(os.getloadavg()),
     }
 
@@ -121,10 +133,10 @@ def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
-def matmul_gflops(n: int, repeats: int) -> float:
-    """float32 GFLOP/s of an ``n x n`` matrix product (2 n^3 FLOP), the best of ``repeats``."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+def matmul_gflops(n: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an ``n x n`` matrix product (2 n^3 FLOP) in ``dtype``, the best of ``repeats``."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
     seconds = best_seconds(lambda: torch.mm(a, b), repeats)
     return 2 * n**3 / seconds / 1e9
 
@@ -207,12 +219,24 @@ def torch_runner(module: nn.Module, channels_last: bool) -> Callable[[np.ndarray
     return run
 
 
-def onnx_runner(module: nn.Module, shape: tuple[int, ...], threads: int) -> Callable:
-    """An ONNX Runtime session of ``module`` for inputs of ``shape`` (batch axis dynamic)."""
+def autocast_runner(module: nn.Module) -> Callable[[np.ndarray], Any]:
+    """PyTorch eager under bf16 autocast, channels-last."""
+    module.to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> Any:
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(x).float()
+
+    return run
+
+
+def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
+    """``module`` exported to ONNX for inputs of ``shape`` (batch axis dynamic)."""
     import io
     import warnings
 
-    from vetseg.inference.engines import OPSET, OnnxEngine
+    from vetseg.inference.engines import OPSET
 
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -227,7 +251,38 @@ def onnx_runner(module: nn.Module, shape: tuple[int, ...], threads: int) -> Call
             opset_version=OPSET,
             dynamo=False,
         )
-    return OnnxEngine(buffer.getvalue(), threads=threads)
+    return buffer.getvalue()
+
+
+def onnx_runner(module: nn.Module, shape: tuple[int, ...], threads: int) -> Callable:
+    """An ONNX Runtime session of ``module`` for inputs of ``shape`` (batch axis dynamic)."""
+    from vetseg.inference.engines import OnnxEngine
+
+    return OnnxEngine(onnx_bytes(module, shape), threads=threads)
+
+
+def openvino_runner(
+    module: nn.Module, shape: tuple[int, ...], threads: int, precision: str
+) -> Callable:
+    """``module`` compiled by OpenVINO in ``precision`` (``fp32`` or ``bf16``), as vetseg does."""
+    from vetseg.inference.openvino_engine import OpenVinoEngine, _compile, compile_config
+
+    compiled = _compile(onnx_bytes(module, shape), compile_config(precision, threads))
+    return OpenVinoEngine(compiled, precision)
+
+
+def peer_model(n_organs: int = len(CORE_ORGANS)) -> nn.Module:
+    """The peer: MONAI's FlexibleUNet with an EfficientNet-b1 encoder (random weights)."""
+    from monai.networks.nets import FlexibleUNet
+
+    torch.manual_seed(0)
+    return FlexibleUNet(
+        in_channels=1,
+        out_channels=n_organs,
+        backbone="efficientnet-b1",
+        pretrained=False,
+        spatial_dims=2,
+    ).eval()
 
 
 # --------------------------------------------------------------------------- scans
@@ -321,23 +376,7 @@ def measure_model(args: argparse.Namespace, result: dict[str, Any]) -> None:
     roofline = result["matmul_gflops"]
 
     if "throughput" in args.parts:
-        batch = np.random.default_rng(0).standard_normal((batch_size, 1, size, size))
-        batch = batch.astype(np.float32)
-        throughput: dict[str, Any] = {"batch_size": batch_size, "size": size}
-        runners = {
-            "pytorch_eager": lambda: torch_runner(animal_model(), channels_last=False),
-            "pytorch_channels_last": lambda: torch_runner(animal_model(), channels_last=True),
-            "onnxruntime": lambda: onnx_runner(animal_model(), batch.shape, args.threads),
-        }
-        for name, make in runners.items():
-            rate = slices_per_second(make(), batch, args.seconds)
-            throughput[name] = {
-                "slices_per_s": round(rate, 3),
-                "gflops": round(rate * model_gflop, 1),
-                "roofline_fraction": round(rate * model_gflop / roofline, 3),
-            }
-            print(f"{name}: {rate:.2f} slices/s, {rate * model_gflop / roofline:.0%}", flush=True)
-        result["throughput"] = throughput
+        measure_throughput(args, result, model_gflop)
 
     if "refine" in args.parts:
         refine = animal_model().refine
@@ -374,6 +413,73 @@ def measure_model(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(f"refine: {refine_result}", flush=True)
 
 
+def measure_throughput(
+    args: argparse.Namespace, result: dict[str, Any], model_gflop: float
+) -> None:
+    """Slices/s of every engine and precision, and of the peer, timed in turns (medians)."""
+    from benchcommon import interleaved_medians
+
+    from vetseg.inference.capabilities import bf16_native, openvino_version
+
+    size, batch_size, threads = args.size, args.batch_size, args.threads
+    batch = np.random.default_rng(0).standard_normal((batch_size, 1, size, size))
+    batch = batch.astype(np.float32)
+    shape = batch.shape
+    peer_gflop = gflop(peer_model(), torch.zeros(1, 1, size, size))
+    # name -> (runner, GFLOP per slice, precision)
+    runners: dict[str, tuple[Callable[[np.ndarray], Any], float, str]] = {
+        "pytorch_eager": (torch_runner(animal_model(), False), model_gflop, "fp32"),
+        "pytorch_channels_last": (torch_runner(animal_model(), True), model_gflop, "fp32"),
+        "pytorch_bf16_autocast": (autocast_runner(animal_model()), model_gflop, "bf16"),
+        "onnxruntime_fp32": (onnx_runner(animal_model(), shape, threads), model_gflop, "fp32"),
+        "peer_flexibleunet_b1_onnxruntime_fp32": (
+            onnx_runner(peer_model(), shape, threads),
+            peer_gflop,
+            "fp32",
+        ),
+    }
+    if openvino_version() is not None:
+        precisions = ("fp32", "bf16") if bf16_native() else ("fp32",)
+        for precision in precisions:
+            runners[f"openvino_{precision}"] = (
+                openvino_runner(animal_model(), shape, threads, precision),
+                model_gflop,
+                precision,
+            )
+        if bf16_native():
+            runners["peer_flexibleunet_b1_openvino_bf16"] = (
+                openvino_runner(peer_model(), shape, threads, "bf16"),
+                peer_gflop,
+                "bf16",
+            )
+    seconds = interleaved_medians(
+        {name: (lambda run=run: run(batch)) for name, (run, _, _) in runners.items()},
+        args.repeats,
+    )
+    rooflines = {"fp32": result["matmul_gflops"], "bf16": result["matmul_gflops_bf16"]}
+    throughput: dict[str, Any] = {
+        "batch_size": batch_size,
+        "size": size,
+        "timing": f"median of {args.repeats} batches per engine, engines taking turns",
+        "peer_gflop_per_slice": round(peer_gflop, 3),
+    }
+    for name, (_, slice_gflop, precision) in runners.items():
+        rate = batch_size / seconds[name]
+        throughput[name] = {
+            "slices_per_s": round(rate, 3),
+            "precision": precision,
+            "gflop_per_slice": round(slice_gflop, 3),
+            "gflops": round(rate * slice_gflop, 1),
+            "roofline_fraction": round(rate * slice_gflop / rooflines[precision], 3),
+            "fp32_roofline_fraction": round(rate * slice_gflop / rooflines["fp32"], 3),
+        }
+        print(f"{name}: {rate:.2f} slices/s, {throughput[name]}", flush=True)
+    base = throughput["onnxruntime_fp32"]["slices_per_s"]
+    for name in runners:
+        throughput[name]["vs_onnxruntime_fp32"] = round(throughput[name]["slices_per_s"] / base, 2)
+    result["throughput"] = throughput
+
+
 def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """``vetseg segment`` end to end (100 slices) and its peak RSS (400 slices)."""
     from vetseg.inference.engines import export_onnx
@@ -397,14 +503,14 @@ def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
     result["onnx_export_seconds"] = round(time.perf_counter() - started, 2)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
-    # A copy without model.onnx: what `vetseg segment` does by default on a model never exported.
-    bare_dir = work / "model_not_exported"
-    save_model(model, bare_dir, info)
+    def fresh_default_folder(name: str) -> Path:
+        """A model folder as training leaves it: no model.onnx, no compiled blob, no check."""
+        folder = work / name
+        save_model(model, folder, info)
+        return folder
 
-    def cli(scan: Path, engine: str, name: str) -> list[str]:
-        folder, engine_option = model_dir, ["--engine", engine]
-        if engine == "default":
-            folder, engine_option = bare_dir, []
+    def cli(scan: Path, engine: str, name: str, folder: Path = model_dir) -> list[str]:
+        engine_option = [] if engine == "default" else ["--engine", engine]
         return [
             "segment", str(folder), str(scan), "--out", str(work / f"{name}.nii.gz"),
             "--report", str(work / name), *engine_option,
@@ -417,21 +523,48 @@ def measure_command(args: argparse.Namespace, result: dict[str, Any]) -> None:
             "slices": args.slices,
             "size": size,
             "input": "NIfTI (.nii.gz, int16), label map .nii.gz, report CSV + JSON",
+            "timing": f"median of {args.repeats} runs per engine, engines taking turns",
         }
-        for engine in ("onnx", "default", "torch"):
-            end_to_end[engine] = run_cli_measured(cli(scan, engine, f"seg_{engine}"), env, work)
-            if engine != "default":
-                end_to_end[engine]["steps_in_process"] = in_process_steps(
-                    model_dir, scan, work, engine, batch_size, args.threads
-                )
+        default_dir = fresh_default_folder("model_as_trained")
+        first = run_cli_measured(cli(scan, "default", "seg_first", default_dir), env, work)
+        end_to_end["default_first_run"] = first
+        print(f"end to end (default, first run on the folder): {first}", flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {"default": [], "onnx": []}
+        for _ in range(args.repeats):
+            for engine in runs:
+                folder = default_dir if engine == "default" else model_dir
+                command = cli(scan, engine, f"seg_{engine}", folder)
+                runs[engine].append(run_cli_measured(command, env, work))
+        for engine, measured in runs.items():
+            times = sorted(m["seconds"] for m in measured)
+            end_to_end[engine] = {
+                "command": measured[0]["command"],
+                "seconds": round(statistics.median(times), 2),
+                "seconds_all": times,
+                "peak_rss_mb": max(m["peak_rss_mb"] or 0 for m in measured),
+            }
             print(f"end to end ({engine}): {end_to_end[engine]}", flush=True)
+        end_to_end["onnx_over_default"] = round(
+            end_to_end["onnx"]["seconds"] / end_to_end["default"]["seconds"], 2
+        )
+        for engine, folder in (("default", default_dir), ("onnx", model_dir)):
+            end_to_end[engine]["steps_in_process"] = in_process_steps(
+                folder, scan, work, "auto" if engine == "default" else engine, batch_size,
+                args.threads,
+            )  # fmt: skip
+            print(f"steps ({engine}): {end_to_end[engine]['steps_in_process']}", flush=True)
         result["end_to_end"] = end_to_end
 
     if "memory" in args.parts:
         big = write_scan(synthetic_scan(args.rss_slices, size, seed=1), work / "big.nii")
+        default_dir = work / "model_as_trained"
+        if not default_dir.exists():
+            default_dir = fresh_default_folder("model_as_trained")
+            run_cli_measured(cli(big, "default", "warm", default_dir), env, work)  # caches
         memory: dict[str, Any] = {"slices": args.rss_slices, "size": size, "goal_mb": 3000}
-        for engine in ("onnx", "torch"):
-            memory[engine] = run_cli_measured(cli(big, engine, f"big_{engine}"), env, work)
+        for engine in ("default", "onnx"):
+            folder = default_dir if engine == "default" else model_dir
+            memory[engine] = run_cli_measured(cli(big, engine, f"big_{engine}", folder), env, work)
             print(f"memory ({engine}): {memory[engine]}", flush=True)
         result["memory"] = memory
 
@@ -452,8 +585,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # The machine's rooflines, measured in this run with the same threads.
     n = 1024 if args.quick else 2048
     result["matmul_gflops"] = round(matmul_gflops(n, 3 if args.quick else 10), 1)
+    result["matmul_gflops_bf16"] = round(
+        matmul_gflops(n, 3 if args.quick else 10, torch.bfloat16), 1
+    )
     result["copy_bandwidth_gbs"] = round(copy_bandwidth_gbs(256, 3 if args.quick else 10), 1)
-    print(f"matmul {result['matmul_gflops']} GFLOP/s, copy {result['copy_bandwidth_gbs']} GB/s")
+    print(
+        f"matmul fp32 {result['matmul_gflops']} GFLOP/s, bf16 {result['matmul_gflops_bf16']} "
+        f"GFLOP/s, copy {result['copy_bandwidth_gbs']} GB/s",
+        flush=True,
+    )
     measure_model(args, result)
     measure_command(args, result)
     result["machine"]["load_average_end"] = list(os.getloadavg())
@@ -464,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def in_process_steps(
     model_dir: Path, scan: Path, work: Path, engine: str, batch_size: int, threads: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Seconds per step of one scan in this process (model already loaded)."""
     from vetseg.inference.pipeline import SegmentOutputs, segment_scan
     from vetseg.inference.postprocess import PostprocessConfig
@@ -482,7 +622,10 @@ def in_process_steps(
     outputs = SegmentOutputs(labels=work / "steps.nii.gz", report=work / "steps")
     result = segment_scan(segmenter, scan, outputs)
     steps = {"load_model": load_seconds, **result.step_seconds, "total_scan": result.seconds}
-    return {k: round(v, 2) for k, v in steps.items()}
+    precision = getattr(segmenter.engine, "precision", "fp32")
+    return {"engine": f"{segmenter.engine.name} {precision}"} | {
+        k: round(v, 2) for k, v in steps.items()
+    }
 
 
 if __name__ == "__main__":

@@ -121,14 +121,32 @@ def preview(
 @app.command()
 @user_errors
 def info(
-    scan: Path = typer.Argument(
-        ..., help="CT scan or label map: NIfTI, NRRD, MHA or DICOM folder."
+    path: Path | None = typer.Argument(
+        None,
+        help="CT scan or label map (NIfTI, NRRD, MHA, DICOM folder); with --engines, a model.",
     ),
+    engines: bool = typer.Option(
+        False,
+        "--engines",
+        help="Say which engines and precisions this machine runs; with a MODEL, also what "
+        "--engine auto picks for it (runs the bf16 accuracy check once if not cached).",
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for the check."),
 ) -> None:
-    """Shape, spacing, orientation, intensity range and the labels present, with names."""
+    """Shape, spacing, orientation, intensity range and the labels present, with names.
+
+    With --engines: the engines, versions and precisions of this machine instead.
+    """
+    if engines:
+        from vetseg.inference.command import run_info_engines
+
+        run_info_engines(path, threads=threads)
+        return
+    if path is None:
+        raise VetsegError("Give a scan or label map, or --engines.")
     from vetseg.io.info import describe, format_description
 
-    print(format_description(describe(scan)))
+    print(format_description(describe(path)))
 
 
 # --------------------------------------------------------------------------- the method
@@ -362,8 +380,14 @@ def segment(
     engine: str = typer.Option(
         "auto",
         "--engine",
-        help="onnx (ONNX Runtime), torch, or auto: onnx on MODEL/model.onnx, else exported now "
-        "for models of 256 x 256 and more; torch for smaller ones.",
+        help="openvino, onnx (ONNX Runtime), torch, or auto: OpenVINO bf16 where the CPU has "
+        "it and the model passes the accuracy check, else ONNX Runtime fp32 (models of 256 x "
+        "256 and more; smaller ones: onnx on MODEL/model.onnx, else torch).",
+    ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto, fp32 or bf16 (OpenVINO; used only where it agrees with fp32, else fp32).",
     ),
     onnx_file: Path | None = typer.Option(
         None, "--onnx-file", help="Exported model for --engine onnx (default: MODEL/model.onnx)."
@@ -391,7 +415,9 @@ def segment(
         True, "--postprocess/--no-postprocess", help="Clean masks (largest parts, holes)."
     ),
     rules: Path | None = typer.Option(None, "--rules", help="JSON file of post-processing rules."),
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="ONNX Runtime / OpenVINO threads (default: all cores)."
+    ),
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -419,6 +445,7 @@ def segment(
         postprocess=postprocess,
         postprocess_file=rules,
         threads=threads,
+        precision=precision,
     )
     code = run_segment(request)
     if code:

@@ -67,6 +67,24 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def own_copy(model_dir: Path, tmp_path: Path) -> tuple[Path, torch.nn.Module, ModelInfo]:
+    """A copy of a saved model folder that a test may add files to, and its loaded model."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    model, info = load_model(folder)
+    return folder, model, info
+
+
+@pytest.fixture()
+def no_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without OpenVINO: ``import openvino`` fails."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+
+
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved model with random weights whose logits depend on the image."""

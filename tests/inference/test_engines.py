@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.inference.conftest import ORGANS, tiny_info, tiny_network
+from tests.inference.conftest import ORGANS, own_copy, tiny_info, tiny_network
 from vetseg.cli import app
 from vetseg.errors import ModelFileError
 from vetseg.inference.engines import (
@@ -142,22 +142,13 @@ def test_slices_stream_without_full_volume_probabilities(random_model_dir: Path)
     assert growth < 3.5 * extra_voxels  # any float32 volume would add 4 bytes per voxel
 
 
-def _own_copy(model_dir: Path, tmp_path: Path) -> tuple[Path, torch.nn.Module, object]:
-    """A copy of a saved model folder that a test may add files to, and its loaded model."""
-    import shutil
-
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
-    model, info = load_model(folder)
-    return folder, model, info
-
-
 def test_auto_engine_prefers_onnx_runtime(
-    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_openvino: None
 ) -> None:
+    """Without OpenVINO, auto is ONNX Runtime (see test_openvino.py for the machine with it)."""
     import vetseg.inference.engines as engines
 
-    folder, model, info = _own_copy(random_model_dir, tmp_path)
+    folder, model, info = own_copy(random_model_dir, tmp_path)
     # No model.onnx: a small model (32 x 32) stays in PyTorch, where the export does not pay...
     assert make_engine("auto", model, info, model_dir=folder).name == "torch"
     # ...a large one is exported in memory, and labels as PyTorch does.
@@ -192,7 +183,7 @@ def test_an_exported_model_runs_without_building_the_network(
     import subprocess
     import sys
 
-    folder, model, info = _own_copy(random_model_dir, tmp_path)
+    folder, model, info = own_copy(random_model_dir, tmp_path)
     export_onnx(model, info, folder / "model.onnx")
     code = (
         "import sys, numpy as np\n"
@@ -214,13 +205,13 @@ def test_an_exported_model_runs_without_building_the_network(
 
 
 def test_a_stale_model_onnx_is_exported_afresh_by_auto_and_refused_by_onnx(
-    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_openvino: None
 ) -> None:
     import json
 
     import vetseg.inference.engines as engines
 
-    folder, model, info = _own_copy(random_model_dir, tmp_path)
+    folder, model, info = own_copy(random_model_dir, tmp_path)
     stale = tiny_info(model)
     stale.weights_sha256 = "d" * 64
     export_onnx(model, stale, folder / "model.onnx")  # recorded weights differ from model.json

@@ -63,6 +63,36 @@ def test_confidence_counts_only_voxels_the_model_gave_the_organ() -> None:
     assert liver.confidence == pytest.approx(1.0)
 
 
+def test_integer_histogram_and_float_paths_give_the_same_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """int16 CT takes the (label, value) histogram path; float images, and integer ones too
+    wide for a histogram, the weighted counts: the same numbers either way."""
+    import vetseg.inference.report as report
+
+    labels, image, probability = known_case()
+    labels[0, 0, :4] = 9  # an id the organ list does not name: counted nowhere
+    model_labels = labels.copy()
+    model_labels[3, 4, 5:9] = 0
+    organs = ("liver", "spleen", "heart")
+    spacing = (1.0, 1.0, 1.0)
+
+    def rows(img: np.ndarray, prob: np.ndarray) -> list[tuple[float, ...]]:
+        stats = organ_statistics(
+            labels, img, organs, spacing, probability=prob, model_labels=model_labels
+        )
+        return [(s.voxels, s.mean_hu, s.sd_hu, s.confidence) for s in stats]
+
+    histogram = rows(image, probability)
+    weighted = rows(image.astype(np.float32), probability.astype(np.float64) / 255.0)
+    monkeypatch.setattr(report, "_HISTOGRAM_BINS", 16)  # integer, but too wide a range
+    wide = rows(image, probability)
+    assert histogram[0][0] == 600 and histogram[1][1] == 1000
+    for a, b, c in zip(histogram, weighted, wide, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(a, c, rtol=1e-9, equal_nan=True)
+
+
 def test_report_files_hold_the_numbers(tmp_path: Path) -> None:
     labels, image, probability = known_case()
     rows = organ_statistics(labels, image, ("liver", "spleen", "heart"), (1.0, 1.0, 1.0))

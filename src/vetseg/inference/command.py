@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,14 +44,15 @@ class SegmentRequest:
         dicom_seg: DICOM Segmentation file (one DICOM series).
         preview_dir: folder for ``<scan>.png`` previews (a folder of scans).
         label_format: label map ending for a folder of scans (``nii.gz``, ``nrrd``, ...).
-        engine: ``auto`` (ONNX Runtime on the folder's current ``model.onnx``, else exported
-            in memory for input sizes of 256 and more; else PyTorch), ``torch`` or ``onnx``.
+        engine: ``auto`` (the fastest engine that passes the accuracy check here, see
+            :func:`vetseg.inference.engines.select_engine`), ``torch``, ``onnx`` or ``openvino``.
         onnx_file: exported model for the ``onnx`` engine.
         batch_size: slices per forward pass (None: by the model's input size, 4 at 512).
         threshold: organ probability threshold.
         postprocess: apply the post-processing rules.
         postprocess_file: JSON file with post-processing rules.
-        threads: ONNX Runtime threads (None: its default).
+        threads: ONNX Runtime / OpenVINO threads (None: their default).
+        precision: ``auto``, ``fp32`` or ``bf16`` (OpenVINO, after the accuracy check).
     """
 
     model: Path
@@ -71,15 +72,24 @@ class SegmentRequest:
     postprocess: bool = True
     postprocess_file: Path | None = None
     threads: int | None = None
+    precision: str = "auto"
 
 
 def _check_request(request: SegmentRequest, batch: bool) -> None:
     """Refuse option combinations that make no sense, before any model is loaded."""
-    from vetseg.inference.engines import ENGINES
+    from vetseg.inference.engines import ENGINES, PRECISIONS
     from vetseg.inference.pipeline import MAP_SUFFIXES
 
     if request.engine not in ENGINES:
         raise InputError(f"Unknown engine {request.engine!r}; vetseg runs {', '.join(ENGINES)}.")
+    if request.precision not in PRECISIONS:
+        raise InputError(
+            f"Unknown precision {request.precision!r}; use {', '.join(PRECISIONS)}."
+        )
+    if request.precision == "bf16" and request.engine in ("torch", "onnx"):
+        raise InputError(f"--engine {request.engine} runs fp32 only; bf16 runs in OpenVINO.")
+    if request.threads is not None and request.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {request.threads}.")
     if request.onnx_file is not None and request.engine == "torch":
         raise InputError("--onnx-file is for --engine onnx.")
     if request.batch_size is not None and request.batch_size < 1:
@@ -183,6 +193,8 @@ def run_segment(
         engine=request.engine,
         onnx_path=request.onnx_file,
         threads=request.threads,
+        precision=request.precision,
+        say=lambda message: errors.print(f"note: {message}", highlight=False, soft_wrap=True),
         batch_size=request.batch_size,
         threshold=request.threshold,
         postprocess=postprocess,
@@ -327,3 +339,80 @@ def run_export(model: Path, onnx: Path, console: Console | None = None) -> float
         soft_wrap=True,
     )
     return difference
+
+
+def run_info_engines(
+    model: Path | None, threads: int | None = None, console: Console | None = None
+) -> None:
+    """``vetseg info --engines [MODEL]``: engines, versions and precisions of this machine;
+    with a model, its bf16 accuracy check (cached, else run now) and what ``auto`` picks.
+
+    Raises:
+        VetsegError: an unreadable model.
+    """
+    from vetseg.inference.capabilities import bf16_native, machine_support, openvino_version
+    from vetseg.inference.engines import ModelSource, checked_bf16, select_engine
+    from vetseg.models.files import read_model_info, resolve_model_dir
+
+    console = console or Console()
+    support = machine_support()
+    flags = ", ".join(support.bf16_flags) or "none"
+    console.print(f"CPU: {support.cpu} (native bf16: {flags})", highlight=False)
+    if support.openvino_capabilities:
+        console.print(
+            f"OpenVINO CPU capabilities: {', '.join(support.openvino_capabilities)}",
+            highlight=False,
+        )
+    table = Table(title="engines")
+    for column in ("engine", "version", "precisions", "note"):
+        table.add_column(column)
+    for engine in support.engines:
+        table.add_row(
+            engine.name,
+            engine.version or "-",
+            ", ".join(engine.precisions) or "-",
+            engine.note,
+        )
+    console.print(table)
+    if model is None:
+        return
+    model_dir = resolve_model_dir(model)
+    info = read_model_info(model_dir)
+    notes: list[str] = []
+    source = ModelSource(info, model_dir=model_dir)
+    if openvino_version() is not None and bf16_native():
+        report = checked_bf16(source, threads, notes.append)[0]
+        console.print(precision_table(report))
+    picked = select_engine("auto", source, threads=threads, say=notes.append)
+    for note in dict.fromkeys(notes):  # each once
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print(
+        f"--engine auto runs {model} in {picked.name} {getattr(picked, 'precision', 'fp32')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def precision_table(report: Any) -> Table:
+    """A :class:`~vetseg.inference.precision.PrecisionReport` as a rich table."""
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    ref, cand = report.reference, report.candidate
+    table = Table(title=f"{cand} vs {ref} on {report.slices} slices of {report.source}")
+    for column in ("organ", f"Dice {ref}", f"Dice {cand}", "Dice change", "agreement Dice"):
+        table.add_column(column, justify="left" if column == "organ" else "right")
+    for organ in report.organs:
+        table.add_row(
+            organ.organ,
+            fmt(organ.dice_reference),
+            fmt(organ.dice_candidate),
+            fmt(organ.dice_change),
+            fmt(organ.dice_agreement),
+        )
+    verdict = "passed" if report.passed else "REFUSED"
+    table.caption = (
+        f"{verdict}: labels agree on {report.label_agreement:.4%} of voxels; {report.reason}"
+    )
+    return table

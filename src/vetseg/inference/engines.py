@@ -1,6 +1,6 @@
 """Inference engines: what turns a batch of model-input slices into organ logits.
 
-Two engines share one call, ``engine(batch) -> logits``, ``[B, 1, S, S]`` float32 in and
+Three engines share one call, ``engine(batch) -> logits``, ``[B, 1, S, S]`` float32 in and
 ``[B, n_organs, S, S]`` float32 out; ``engine(batch, release=True)`` also gives the engine's
 working memory back after the batch (the segmenter asks for it on a scan's last batch, so that
 post-processing does not run beside an idle gigabyte):
@@ -8,7 +8,12 @@ post-processing does not run beside an idle gigabyte):
 - :class:`TorchEngine`: the PyTorch model itself, eager, under ``inference_mode``, optionally
   in channels-last memory layout (faster convolutions on CPU);
 - :class:`OnnxEngine`: the same network exported to ONNX (:func:`export_onnx`) and run by ONNX
-  Runtime, which fuses BatchNorm into convolutions and activations into their producers.
+  Runtime, which fuses BatchNorm into convolutions and activations into their producers;
+- :class:`~vetseg.inference.openvino_engine.OpenVinoEngine`: the same export compiled by
+  OpenVINO, in float32 or, on CPUs with native bf16, in bf16 once :mod:`vetseg.inference.
+  precision` has checked that it labels like float32 (about 2x ONNX Runtime's speed here).
+
+:func:`make_engine` picks one by name; ``auto`` picks the fastest that passes the check.
 
 The exported file records the model id and the SHA-256 of the weights it came from, so a stale
 export (the model was retrained since) is refused rather than silently used.
@@ -18,22 +23,28 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vetseg.errors import ModelFileError
+from vetseg.errors import InputError, ModelFileError
 from vetseg.fileutil import atomic_write_bytes
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from vetseg.inference.precision import PrecisionReport
     from vetseg.models.files import ModelInfo
 
-#: Engine names the CLI accepts; ``auto`` is ONNX Runtime (the folder's current ``model.onnx``,
-#: else an export made in memory for input sizes of 256 and more), else PyTorch.
-ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
+#: Engine names the CLI accepts; see :func:`make_engine` for what ``auto`` picks.
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx", "openvino")
+#: Precisions the CLI accepts: ``auto`` is bf16 where the CPU has it and the model passes the
+#: accuracy check, else fp32; ``bf16`` is the same but says so when it falls back.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: ``say(message)``: where engine choices that the user should know about are told (once each).
+Say = Callable[[str], None]
 #: Name of an exported model inside a model folder, used by ``--engine onnx`` when present.
 ONNX_NAME = "model.onnx"
 #: Smallest model input size at which ``auto`` exports a model to ONNX in memory. The export
@@ -213,7 +224,31 @@ def check_onnx_matches(engine: OnnxEngine, info: ModelInfo, source: Path) -> Non
     Raises:
         ModelFileError: the file's recorded weights checksum or organs differ from the model's.
     """
-    recorded = engine.metadata.get("vetseg_weights_sha256")
+    check_onnx_metadata(engine.metadata, info, source)
+
+
+def onnx_file_metadata(path: Path) -> dict[str, str]:
+    """The metadata of an ONNX file (read with the ``onnx`` package, no runtime session).
+
+    Raises:
+        ModelFileError: not a readable ONNX file.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a damaged file
+        raise ModelFileError(f"{path}: not a readable ONNX file ({exc}).") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def check_onnx_metadata(metadata: dict[str, str], info: ModelInfo, source: Path) -> None:
+    """Refuse ONNX metadata that records other weights or organs than ``info``'s.
+
+    Raises:
+        ModelFileError: the recorded weights checksum or organs differ from the model's.
+    """
+    recorded = metadata.get("vetseg_weights_sha256")
     if recorded is None:
         raise ModelFileError(
             f"{source}: not exported by vetseg (no weights checksum in its metadata); "
@@ -224,7 +259,7 @@ def check_onnx_matches(engine: OnnxEngine, info: ModelInfo, source: Path) -> Non
             f"{source}: exported from other weights than model {info.model_id}; "
             "run `vetseg export` again."
         )
-    organs = engine.metadata.get("vetseg_organs", "")
+    organs = metadata.get("vetseg_organs", "")
     if organs != ",".join(info.organs):
         raise ModelFileError(f"{source}: its organs ({organs}) differ from the model's.")
 
@@ -242,50 +277,280 @@ def open_onnx(path: Path, info: ModelInfo, threads: int | None = None) -> OnnxEn
     return engine
 
 
+
+class ModelSource:
+    """Where an engine gets the network from, each part loaded only when needed.
+
+    An engine may need the PyTorch network (``torch``, an export), an ONNX model (``onnx``,
+    ``openvino``) or nothing but a cached compiled blob (``openvino``). Building the network
+    imports MONAI and takes seconds; a current exported file or blob makes that unnecessary.
+
+    Args:
+        info: the model's description.
+        model: the network, when already loaded.
+        model_dir: the model folder (weights, ``model.onnx``, cached blobs and decisions).
+        onnx_path: an exported ONNX file given by the user; it must match the weights.
+    """
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        model: nn.Module | None = None,
+        model_dir: Path | None = None,
+        onnx_path: str | Path | None = None,
+    ) -> None:
+        self.info = info
+        self.model = model
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.onnx_path = Path(onnx_path) if onnx_path is not None else None
+        self._onnx: bytes | Path | None = None
+
+    def network(self) -> nn.Module:
+        """The PyTorch network (loaded from the folder on first use)."""
+        if self.model is None:
+            from vetseg.models.files import load_model
+
+            if self.model_dir is None:
+                raise ModelFileError(f"model {self.info.model_id}: no network and no folder.")
+            self.model, _ = load_model(self.model_dir)
+        return self.model
+
+    def onnx_file(self) -> Path | None:
+        """A current exported file: ``onnx_path`` (refused when stale), else the folder's
+        ``model.onnx`` when it was exported from these weights, else None.
+
+        Raises:
+            ModelFileError: ``onnx_path`` is missing, unreadable or from other weights.
+        """
+        if self.onnx_path is not None:
+            if not self.onnx_path.is_file():
+                raise ModelFileError(f"{self.onnx_path}: no such ONNX file.")
+            check_onnx_metadata(onnx_file_metadata(self.onnx_path), self.info, self.onnx_path)
+            return self.onnx_path
+        candidate = self.model_dir / ONNX_NAME if self.model_dir is not None else None
+        if candidate is None or not candidate.is_file():
+            return None
+        try:
+            check_onnx_metadata(onnx_file_metadata(candidate), self.info, candidate)
+        except ModelFileError:
+            return None  # exported from other weights: export these afresh
+        return candidate
+
+    def onnx(self) -> bytes | Path:
+        """The ONNX model: a current exported file, else these weights exported now."""
+        if self._onnx is None:
+            found = self.onnx_file()
+            if found is None:
+                return self._remember(export_onnx_bytes(self.network(), self.info))
+            self._onnx = found
+        return self._onnx
+
+    def _remember(self, payload: bytes) -> bytes:
+        self._onnx = payload
+        return payload
+
+    def cache_folder(self) -> Path | None:
+        """Where compiled blobs and precision decisions are kept (see
+        :func:`vetseg.inference.openvino_engine.cache_folder`)."""
+        from vetseg.inference.openvino_engine import cache_folder
+
+        return cache_folder(self.model_dir, self.info)
+
+
 def make_engine(
     name: str,
-    model: nn.Module,
+    model: nn.Module | None,
     info: ModelInfo,
     *,
     onnx_path: str | Path | None = None,
     model_dir: Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
+    say: Say | None = None,
 ) -> Engine:
-    """The engine called ``name`` for a loaded model.
+    """The engine called ``name`` for a model (see :func:`select_engine`).
 
-    For ``"onnx"`` the file is ``onnx_path``, else ``model.onnx`` in the model folder when it
-    was exported from these weights, else the model is exported in memory now (a few seconds;
-    ``vetseg export`` saves that time on later runs). ``"auto"`` (the CLI's default) is ONNX
-    Runtime on a current ``model.onnx``; without one, it exports in memory for models of
-    :data:`AUTO_EXPORT_MIN_SIZE` and more (at 512 x 512 ONNX Runtime runs the network four to
-    five times faster than PyTorch eager, benchmarks/speed.py) and runs smaller models, or any
-    that cannot be exported, in PyTorch.
+    Args:
+        name: one of :data:`ENGINES`.
+        model: the loaded network, or None to load it from ``model_dir`` only if needed.
+        info: its description.
+        onnx_path: an exported ONNX file (must match the weights).
+        model_dir: the model folder.
+        threads: ONNX Runtime / OpenVINO threads (None: their default).
+        precision: one of :data:`PRECISIONS`.
+        say: told about fallbacks and checks, once each.
+    """
+    source = ModelSource(info, model=model, model_dir=model_dir, onnx_path=onnx_path)
+    return select_engine(name, source, threads=threads, precision=precision, say=say)
+
+
+def select_engine(
+    name: str,
+    source: ModelSource,
+    *,
+    threads: int | None = None,
+    precision: str = "auto",
+    say: Say | None = None,
+) -> Engine:
+    """The engine called ``name`` at ``precision``.
+
+    - ``torch``: PyTorch eager, fp32.
+    - ``onnx``: ONNX Runtime fp32 on ``onnx_path``, else the folder's ``model.onnx`` (refused
+      when exported from other weights), else the weights exported in memory now.
+    - ``openvino``: OpenVINO on the cached compiled blob, else compiled from the ONNX model (and
+      cached); precision ``auto``/``bf16`` is bf16 where the CPU has it natively and the model
+      passes the accuracy check (:mod:`vetseg.inference.precision`), else fp32, said once.
+    - ``auto`` (the CLI's default): for models of :data:`AUTO_EXPORT_MIN_SIZE` and more, OpenVINO
+      bf16 when OpenVINO is installed, the CPU has native bf16 and the check passes (2x ONNX
+      Runtime fp32 on this project's CPU, benchmarks/speed.py); otherwise, and for smaller
+      models (where the network is a small part of the time), what it picked before: ONNX
+      Runtime on a current ``model.onnx``, else an in-memory export for large models, else
+      PyTorch. Each fallback is said once.
 
     Raises:
-        ModelFileError: unknown engine, or an ONNX file that does not match the model.
+        ModelFileError: unknown engine, OpenVINO asked for but not installed, or an ONNX file
+            that does not match the model.
+        InputError: unknown precision, or bf16 asked of an engine that runs fp32 only.
     """
-    if name == "auto":
-        if onnx_path is not None:
-            return make_engine("onnx", model, info, onnx_path=onnx_path, threads=threads)
-        candidate = model_dir / ONNX_NAME if model_dir is not None else None
-        if candidate is not None and candidate.is_file():
-            try:
-                return make_engine("onnx", model, info, model_dir=model_dir, threads=threads)
-            except ModelFileError:
-                pass  # exported from other weights: export these now instead
-        if info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
-            return TorchEngine(model)
-        try:
-            return OnnxEngine(export_onnx_bytes(model, info), threads=threads)
-        except Exception:  # noqa: BLE001 - any export or load failure leaves PyTorch, which runs all
-            return TorchEngine(model)
-    if name == "torch":
-        return TorchEngine(model)
-    if name != "onnx":
+    from vetseg.inference.capabilities import bf16_native, openvino_version
+
+    say = say or (lambda message: None)
+    if name not in ENGINES:
         raise ModelFileError(f"unknown engine {name!r}; vetseg runs {', '.join(ENGINES)}.")
-    candidate = Path(onnx_path) if onnx_path is not None else None
-    if candidate is None and model_dir is not None and (model_dir / ONNX_NAME).is_file():
-        candidate = model_dir / ONNX_NAME
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}.")
+    if precision == "bf16" and name in ("torch", "onnx"):
+        raise InputError(f"--engine {name} runs fp32 only; bf16 runs in OpenVINO.")
+    info = source.info
+    if name == "torch":
+        return TorchEngine(source.network())
+    if name == "onnx":
+        # Asked for by name, an exported file that does not match the weights is an error.
+        given = source.onnx_path
+        if given is None and source.model_dir is not None:
+            in_folder = source.model_dir / ONNX_NAME
+            given = in_folder if in_folder.is_file() else None
+        if given is not None:
+            return open_onnx(given, info, threads)
+        return OnnxEngine(source.onnx(), threads=threads)
+    if name == "openvino":
+        if openvino_version() is None:
+            raise ModelFileError("OpenVINO is not installed (pip install openvino).")
+        return _openvino(source, precision, threads, say)
+    # auto
+    if source.onnx_path is not None or precision == "fp32":
+        return _auto_fp32(source, threads)
+    if precision == "auto" and info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
+        return _auto_fp32(source, threads)
+    if openvino_version() is None:
+        say("OpenVINO is not installed, so no bf16: ONNX Runtime fp32 (pip install openvino).")
+        return _auto_fp32(source, threads)
+    if not bf16_native():
+        say("this CPU has no native bf16 (AVX512_BF16 or AMX): fp32.")
+        return _auto_fp32(source, threads)
+    try:
+        report, candidate, reference = checked_bf16(source, threads, say)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO failing on a model leaves the fp32 engines
+        say(f"OpenVINO cannot run this model, so no bf16 ({exc}): fp32.")
+        return _auto_fp32(source, threads)
     if candidate is not None:
-        return open_onnx(candidate, info, threads)
-    return OnnxEngine(export_onnx_bytes(model, info), threads=threads)
+        return candidate
+    say(_refusal(report))
+    return reference if reference is not None else _auto_fp32(source, threads)
+
+
+def _auto_fp32(source: ModelSource, threads: int | None) -> Engine:
+    """``auto`` in fp32: ONNX Runtime on a current export, else an in-memory export for large
+    models, else PyTorch (also where the export fails).
+
+    An exported file is checked through the ONNX Runtime session's own metadata (no ``onnx``
+    import, which costs start-up time).
+    """
+    if source.onnx_path is not None:
+        return open_onnx(source.onnx_path, source.info, threads)
+    if source.model_dir is not None and (source.model_dir / ONNX_NAME).is_file():
+        try:
+            return open_onnx(source.model_dir / ONNX_NAME, source.info, threads)
+        except ModelFileError:
+            pass  # exported from other weights: these are exported afresh below
+    if source.info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
+        return TorchEngine(source.network())
+    try:
+        return OnnxEngine(source.onnx(), threads=threads)
+    except Exception:  # noqa: BLE001 - any export or load failure leaves PyTorch, which runs all
+        return TorchEngine(source.network())
+
+
+def _refusal(report: PrecisionReport) -> str:
+    return (
+        f"bf16 refused for this model: {report.reason} ({report.slices} slices of "
+        f"{report.source}); running fp32."
+    )
+
+
+def _openvino(source: ModelSource, precision: str, threads: int | None, say: Say) -> Engine:
+    """``--engine openvino``: bf16 when asked (or auto), native and checked; else fp32."""
+    from vetseg.inference import openvino_engine
+    from vetseg.inference.capabilities import bf16_native
+
+    folder = source.cache_folder()
+    if precision in ("auto", "bf16"):
+        if not bf16_native():
+            say("this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO fp32.")
+        else:
+            report, candidate, _ = checked_bf16(source, threads, say)
+            if candidate is not None:
+                return candidate
+            say(_refusal(report))
+    engine = openvino_engine.open_openvino(
+        source.info, "fp32", onnx=source.onnx, threads=threads, cache_dir=folder
+    )
+    assert engine is not None  # with an onnx source it compiles
+    return engine
+
+
+def checked_bf16(
+    source: ModelSource, threads: int | None, say: Say
+) -> tuple[PrecisionReport, Engine | None, Engine | None]:
+    """The bf16 decision for a model (cached, else checked now) and the engines it made.
+
+    Returns:
+        ``(report, bf16 engine if it passed else None, the fp32 reference engine if one was
+        built for the check else None)``.
+    """
+    from vetseg.inference import openvino_engine, precision
+
+    info = source.info
+    folder = source.cache_folder()
+    key = precision.check_key(info, "bf16")
+    report = precision.load_check(folder, key)
+    if report is not None:
+        if not report.passed:
+            return report, None, None
+        engine = openvino_engine.open_openvino(
+            info, "bf16", onnx=source.onnx, threads=threads, cache_dir=folder
+        )
+        return report, engine, None
+    candidate = openvino_engine.open_openvino(
+        info, "bf16", onnx=source.onnx, threads=threads, cache_dir=folder
+    )
+    assert candidate is not None
+    volumes, where = precision.check_volumes(info)
+    say(f"checking bf16 against fp32 on {where} (once per model and machine)...")
+    reference = OnnxEngine(source.onnx(), threads=threads)
+    report = precision.check_precision(
+        info,
+        candidate,
+        reference,
+        volumes,
+        source=where,
+        candidate_name="openvino bf16",
+        reference_name="onnx fp32",
+    )
+    report.key = key
+    precision.save_check(folder, report)
+    if report.passed:
+        say(report.summary())
+        return report, candidate, reference
+    return report, None, reference

@@ -206,6 +206,7 @@ def build_report(
         },
         settings={
             "engine": segmenter.engine.name,
+            "precision": getattr(segmenter.engine, "precision", "fp32"),
             "threshold": segmenter.threshold,
             "batch_size": segmenter.batch_size,
             "postprocess": postprocess,

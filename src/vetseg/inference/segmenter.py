@@ -4,11 +4,11 @@
 returns an organ label map on the scan's own grid, ``predict_file(in, out)`` does the same from file
 to file.
 
-Memory stays bounded by one batch of slices: slices go through the engine (PyTorch or ONNX
-Runtime, :mod:`vetseg.inference.engines`) ``batch_size`` at a time; each batch's logits are
-resized back to the scan's in-plane grid and reduced at once to two bytes per voxel, the winning
-organ's id (uint8) and its probability (uint8, 0..255 for 0..1). No ``n_organs x volume`` float
-array is ever made: at 512 x 512 x 400 with 7 organs it would take 2.9 GB.
+Memory stays bounded by one batch of slices: slices go through the engine (PyTorch, ONNX
+Runtime or OpenVINO, :mod:`vetseg.inference.engines`) ``batch_size`` at a time; each batch's
+logits are resized back to the scan's in-plane grid and reduced at once to two bytes per voxel,
+the winning organ's id (uint8) and its probability (uint8, 0..255 for 0..1). No ``n_organs x
+volume`` float array is ever made: at 512 x 512 x 400 with 7 organs it would take 2.9 GB.
 
 After the model, optional post-processing (:mod:`vetseg.inference.postprocess`) cleans the
 label map in the canonical frame, and the per-organ statistics of the report
@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vetseg.errors import ModelFileError
-from vetseg.inference.engines import ONNX_NAME, Engine, TorchEngine, make_engine, open_onnx
+from vetseg.inference.engines import Engine, ModelSource, Say, TorchEngine, select_engine
 from vetseg.inference.postprocess import PostprocessConfig, postprocess_labels
 from vetseg.inference.report import OrganStats, organ_statistics
-from vetseg.models.files import ModelInfo, load_model, read_model_info, resolve_model_dir
+from vetseg.models.files import ModelInfo, read_model_info, resolve_model_dir
 
 #: ``progress(done_slices, total_slices)``, called after every batch.
 Progress = Callable[[int, int], None]
@@ -166,37 +165,33 @@ class Segmenter:
         engine: str = "torch",
         onnx_path: str | Path | None = None,
         threads: int | None = None,
+        precision: str = "auto",
+        say: Say | None = None,
         **kwargs: Any,
     ) -> Segmenter:
         """Load a model folder (or its model.json / model.safetensors).
 
+        The network itself is built only when the engine needs it: an exported ``model.onnx``
+        of these weights or a cached OpenVINO blob runs without it (no MONAI import, no model
+        build, seconds less start-up; ``model`` stays None).
+
         Args:
             path: the model.
-            engine: ``"torch"``, ``"onnx"`` or ``"auto"`` (ONNX Runtime, PyTorch only where the
-                model cannot be exported; see :func:`vetseg.inference.engines.make_engine`).
+            engine: ``"torch"``, ``"onnx"``, ``"openvino"`` or ``"auto"`` (see
+                :func:`vetseg.inference.engines.select_engine`).
             onnx_path: an exported ONNX file for the ``"onnx"`` engine (default: ``model.onnx``
                 in the model folder if exported from these weights, else exported now).
-            threads: ONNX Runtime intra-op threads (None: its default).
+            threads: ONNX Runtime / OpenVINO threads (None: their default).
+            precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (OpenVINO; bf16 only after the
+                accuracy check, :mod:`vetseg.inference.precision`).
+            say: told once about engine fallbacks and checks (e.g. bf16 refused).
             **kwargs: ``batch_size``, ``threshold``, ``postprocess``.
         """
         model_dir = resolve_model_dir(Path(path))
-        if engine in ("onnx", "auto"):
-            # An exported file of these weights runs without the network: no MONAI import, no
-            # model build, about 2.5 s less start-up (the model stays None).
-            exported = Path(onnx_path) if onnx_path is not None else model_dir / ONNX_NAME
-            if exported.is_file():
-                info = read_model_info(model_dir)
-                try:
-                    return cls(None, info, engine=open_onnx(exported, info, threads), **kwargs)
-                except ModelFileError:
-                    if engine == "onnx" or onnx_path is not None:
-                        raise
-                    # auto: a stale model.onnx; make_engine exports the weights afresh.
-        model, info = load_model(model_dir)
-        runner = make_engine(
-            engine, model, info, onnx_path=onnx_path, model_dir=model_dir, threads=threads
-        )
-        return cls(model, info, engine=runner, **kwargs)
+        info = read_model_info(model_dir)
+        source = ModelSource(info, model_dir=model_dir, onnx_path=onnx_path)
+        runner = select_engine(engine, source, threads=threads, precision=precision, say=say)
+        return cls(source.model, info, engine=runner, **kwargs)
 
     @property
     def organs(self) -> tuple[str, ...]:
