@@ -385,6 +385,17 @@ def make_engine(
     return select_engine(name, source, threads=threads, precision=precision, say=say)
 
 
+def worth_exporting(info: ModelInfo) -> bool:
+    """Whether ``auto`` exports the model (ONNX Runtime, OpenVINO) rather than running PyTorch.
+
+    A legacy model runs one ``size x size`` input per slice: at 96 x 96 PyTorch segments a scan
+    in about a second and the export would not pay. A model with a pixel spacing runs as many
+    tiles as the scan's millimetres need (four 128 px tiles per slice of a 290 mm field at
+    1.5 mm), so the work grows with the scan, not the tile, and the export pays.
+    """
+    return info.preprocess.size >= AUTO_EXPORT_MIN_SIZE or info.preprocess.spacing is not None
+
+
 def select_engine(
     name: str,
     source: ModelSource,
@@ -441,7 +452,7 @@ def select_engine(
     # auto
     if source.onnx_path is not None or precision == "fp32":
         return _auto_fp32(source, threads)
-    if precision == "auto" and info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
+    if precision == "auto" and not worth_exporting(info):
         return _auto_fp32(source, threads)
     if openvino_version() is None:
         say("OpenVINO is not installed, so no bf16: ONNX Runtime fp32 (pip install openvino).")
@@ -474,7 +485,7 @@ def _auto_fp32(source: ModelSource, threads: int | None) -> Engine:
             return open_onnx(source.model_dir / ONNX_NAME, source.info, threads)
         except ModelFileError:
             pass  # exported from other weights: these are exported afresh below
-    if source.info.preprocess.size < AUTO_EXPORT_MIN_SIZE:
+    if not worth_exporting(source.info):
         return TorchEngine(source.network())
     try:
         return OnnxEngine(source.onnx(), threads=threads)
