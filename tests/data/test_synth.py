@@ -190,3 +190,23 @@ def test_real_totalsegmentator_labels(shared_data: Path, tmp_path: Path) -> None
     assert centre(labels, "kidney_left")[2] > centre(labels, "kidney_right")[2]
     info = json.loads((tmp_path / "human" / "dataset.json").read_text())
     assert info["atlas_kind"] == "totalseg" and info["species"] == "human"
+
+
+def test_organs_beyond_the_core_set_are_labelled_when_asked(tmp_path: Path) -> None:
+    from vetseg.labels import HUMAN_ORGANS
+
+    atlas_path = write_atlas(tmp_path, tiny_digimouse())
+    core = synthesize_dataset(atlas_path, tmp_path / "core", 1, seed=0, mapping="digimouse")
+    wide = synthesize_dataset(
+        atlas_path, tmp_path / "wide", 1, seed=0, mapping="digimouse", organs=HUMAN_ORGANS
+    )
+    core_names = json.loads((tmp_path / "core" / "dataset.json").read_text())["labels"]
+    wide_names = json.loads((tmp_path / "wide" / "dataset.json").read_text())["labels"]
+    assert "stomach" not in core_names
+    # The atlas draws a stomach (and no gallbladder or aorta): only what it draws is listed.
+    assert wide_names["stomach"] == 8 and "gallbladder" not in wide_names
+    core_labels, _ = read_label(core[0])
+    wide_labels, _ = read_label(wide[0])
+    assert (wide_labels == 8).sum() > 0 and (core_labels == 8).sum() == 0
+    # The core organs keep their ids and voxels.
+    np.testing.assert_array_equal(np.where(wide_labels <= 7, wide_labels, 0), core_labels)
