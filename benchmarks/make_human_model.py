@@ -197,8 +197,26 @@ def main() -> None:
         "Held-out REAL CT (TotalSegmentator example DICOM series, 20 slices, another patient than"
         " the real training scan); reference labels are TotalSegmentator outputs."
     )
+    result["unlabelled_real"] = unlabelled_volumes(args.dest, work)
     result_file.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     print(json.dumps(result.get("per_organ"), indent=1))
+
+
+def unlabelled_volumes(model: Path, work: Path) -> dict:
+    """Organ volumes on the unlabelled real series of another patient (HCC-TACE-Seg HCC_009:
+    expected a liver of about 1.5-2.5 l and an enlarged spleen), with previews."""
+    out = {}
+    root = SHARED.parent / "hcc_tace_009"
+    for series in ("contrast_3phase", "precontrast"):
+        if not (root / series).is_dir():
+            continue
+        prefix = work / f"hcc_{series}"
+        files = ["--out", f"{prefix}.nii.gz", "--report", str(prefix), "--preview", f"{prefix}.png"]
+        run([*VETSEG, "segment", str(model), str(root / series), *files])
+        report = json.loads(Path(f"{prefix}.json").read_text())
+        rows = report["organs"] if isinstance(report, dict) and "organs" in report else report
+        out[series] = {r["organ"]: r.get("volume_ml") for r in rows}
+    return out
 
 
 def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Namespace) -> None:

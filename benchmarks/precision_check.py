@@ -34,7 +34,7 @@ import numpy as np
 from vetseg.fileutil import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "vetseg" / "assets" / "human_phantom_model"
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "vetseg" / "assets" / "human_model"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

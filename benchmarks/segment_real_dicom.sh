@@ -7,7 +7,7 @@
 # Usage: bash benchmarks/segment_real_dicom.sh [MODEL] [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:-src/vetseg/assets/human_phantom_model}
+model=${1:-src/vetseg/assets/human_model}
 work=${2:-runs/real_dicom}
 series=../shared/data/human/totalseg_example/dicom_series
 mkdir -p "$work"
