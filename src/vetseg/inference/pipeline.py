@@ -170,6 +170,7 @@ def segment_scan(
                 software_version=__version__,
             )
             result.written.append(outputs.dicom_seg)
+            result.notes += [f"DICOM-SEG: {note} in the source headers" for note in source.notes]
         else:
             result.notes.append(
                 f"no organ found, so no DICOM-SEG was written to {outputs.dicom_seg}"
