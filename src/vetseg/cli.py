@@ -45,6 +45,15 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_ORIENTATION = typer.Option(
+    None,
+    "--orientation",
+    help="Where the scan's array axes x, y, z point (letters L/R, P/A, S/I: PIR = x to "
+    "posterior, y to inferior, z to right), overriding the header; for micro-CT headers that "
+    "do not say how the animal lay. The scan's file is not changed.",
+)
+
+
 # --------------------------------------------------------------------------- foundation
 @app.command()
 @user_errors
@@ -90,12 +99,19 @@ def preview(
     scan: Path = typer.Argument(..., help="CT scan: NIfTI, NRRD, MHA or a DICOM folder."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
     labels: Path | None = typer.Option(None, "--labels", help="Label map on the same grid."),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """Axial, coronal and sagittal mid-slices of a scan with the label overlay, as a PNG."""
+    from vetseg.io.orientation import parse_orientation
     from vetseg.viz.preview import save_preview_file
 
-    save_preview_file(scan, out, labels=labels)
+    warnings: list[str] = []
+    save_preview_file(
+        scan, out, labels=labels, orientation=parse_orientation(orientation), warnings=warnings
+    )
     print(f"wrote {out}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 @app.command()
@@ -104,11 +120,16 @@ def info(
     scan: Path = typer.Argument(
         ..., help="CT scan or label map: NIfTI, NRRD, MHA or DICOM folder."
     ),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """Shape, spacing, orientation, intensity range and the labels present, with names."""
     from vetseg.io.info import describe, format_description
+    from vetseg.io.orientation import parse_orientation
 
-    print(format_description(describe(scan)))
+    description = describe(scan, parse_orientation(orientation))
+    print(format_description(description))
+    if description.get("posture_warning"):
+        print(f"warning: {description['posture_warning']}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- the method
@@ -365,6 +386,7 @@ def segment(
     ),
     rules: Path | None = typer.Option(None, "--rules", help="JSON file of post-processing rules."),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -392,6 +414,7 @@ def segment(
         postprocess=postprocess,
         postprocess_file=rules,
         threads=threads,
+        orientation=orientation,
     )
     code = run_segment(request)
     if code:

@@ -52,6 +52,8 @@ class SegmentRequest:
         postprocess: apply the post-processing rules.
         postprocess_file: JSON file with post-processing rules.
         threads: ONNX Runtime threads (None: its default).
+        orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
+            header (see :mod:`vetseg.io.orientation`); None: the header's.
     """
 
     model: Path
@@ -71,12 +73,14 @@ class SegmentRequest:
     postprocess: bool = True
     postprocess_file: Path | None = None
     threads: int | None = None
+    orientation: str | None = None
 
 
 def _check_request(request: SegmentRequest, batch: bool) -> None:
     """Refuse option combinations that make no sense, before any model is loaded."""
     from vetseg.inference.engines import ENGINES
     from vetseg.inference.pipeline import MAP_SUFFIXES
+    from vetseg.io.orientation import parse_orientation
 
     if request.engine not in ENGINES:
         raise InputError(f"Unknown engine {request.engine!r}; vetseg runs {', '.join(ENGINES)}.")
@@ -86,6 +90,7 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}.")
     if not 0 < request.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")
+    parse_orientation(request.orientation)
     if batch:
         single = {
             "--preview": request.preview,
@@ -206,6 +211,7 @@ def run_segment(
             request.scan,
             outputs,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            orientation=request.orientation,
         )
     found = ", ".join(result.organs_found) or "none"
     console.print(
@@ -220,6 +226,8 @@ def run_segment(
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     for note in result.notes:
         errors.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        errors.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -246,6 +254,7 @@ def _run_batch(
             preview_dir=request.preview_dir,
             on_scan=on_scan,
             progress=lambda done, total: bar.update(slices, completed=done, total=total),
+            orientation=request.orientation,
         )
         bar.update(scans, completed=len(items))
     table = Table(title=f"{len(items)} scan(s) from {request.scan}")
@@ -268,6 +277,9 @@ def _run_batch(
         highlight=False,
         soft_wrap=True,
     )
+    for item in items:
+        for warning in item.result.warnings if item.result is not None else []:
+            errors.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     for item in failed:
         errors.print(f"failed: {item.entry.path}: {item.error}", highlight=False, soft_wrap=True)
     return EXIT_SOME_FAILED if failed else 0
