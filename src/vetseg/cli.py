@@ -649,13 +649,17 @@ def add_cmd(
     mapping: str = typer.Option(
         "vetseg", "--mapping", help="Label ids: vetseg, mouse_head, totalseg or a JSON file."
     ),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
-    """Register scans (and their labels, for labelled cases) in a workspace."""
+    """Register scans (and their labels, for labelled cases) in a workspace.
+
+    --orientation is recorded per case: pre-labels, rounds and reviews use it.
+    """
     from vetseg.workflow.register import add_scans
     from vetseg.workflow.workspace import Workspace
 
     with Workspace.open(workspace) as ws, ws.changing():
-        result = add_scans(ws, scans, labels or None, mapping)
+        result = add_scans(ws, scans, labels or None, mapping, orientation=orientation)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     kind = "labelled" if labels else "unlabelled"
