@@ -28,6 +28,13 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _code(orientation: str | None) -> str | None:
+    """A checked ``--orientation`` code (one sentence and exit 2 when it is not one)."""
+    from vetseg.io.orientation import parse_orientation
+
+    return parse_orientation(orientation)
+
+
 def user_errors(func: F) -> F:
     """Report a VetsegError as one sentence on stderr with exit code 2, without a traceback."""
 
@@ -51,6 +58,14 @@ _ORIENTATION = typer.Option(
     help="Where the scan's array axes x, y, z point (letters L/R, P/A, S/I: PIR = x to "
     "posterior, y to inferior, z to right), overriding the header; for micro-CT headers that "
     "do not say how the animal lay. The scan's file is not changed.",
+)
+
+
+_DATA_ORIENTATION = typer.Option(
+    None,
+    "--orientation",
+    help="Where the array axes x, y, z of every scan of the dataset point (e.g. PIR), "
+    "overriding the headers (see vetseg segment --orientation); the files are not changed.",
 )
 
 
@@ -208,6 +223,7 @@ def train_human_cmd(
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """S100: train the human organ model (stem + EfficientNet-b1 module + first head)."""
     cfg = _stage_config(
@@ -231,7 +247,9 @@ def train_human_cmd(
     from vetseg.training.stages import train_human
 
     organ_list = _organ_list(organs) or CORE_ORGANS
-    info = train_human(data, out, cfg, organ_list, resume=resume)
+    info = train_human(
+        data, out, cfg, organ_list, resume=resume, orientation_override=_code(orientation)
+    )
     _print_model_summary(info, out)
 
 
@@ -271,6 +289,7 @@ def transfer(
     organs: str | None = typer.Option(
         None, "--organs", help="Comma-separated organs to train (default: all labelled ones)."
     ),
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """S101: build the animal model from a human model and train it on animal CT."""
     cfg = _stage_config(
@@ -302,6 +321,7 @@ def transfer(
         species=species,
         resume=resume,
         from_scratch=scratch,
+        orientation_override=_code(orientation),
     )
     _print_model_summary(info, out)
     training = info.training
@@ -443,6 +463,7 @@ def evaluate(
     raw: bool = typer.Option(
         False, "--raw", help="Score the model's raw label map, without segment's post-processing."
     ),
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """Dice and HD95 per organ of a model on a labelled dataset, scoring what segment writes."""
     from rich.console import Console
@@ -450,7 +471,9 @@ def evaluate(
     from vetseg.reporting import evaluation_table
     from vetseg.training.evaluation import evaluate as run_evaluate
 
-    result = run_evaluate(model, data, split=split, raw=raw)
+    result = run_evaluate(
+        model, data, split=split, raw=raw, orientation_override=_code(orientation)
+    )
     Console().print(evaluation_table(result))
     if json_out is not None:
         import json

@@ -27,6 +27,7 @@ everything else is background.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -398,12 +399,15 @@ def _open_pairs(root: Path, organs: tuple[str, ...]) -> CaseDataset:
     return CaseDataset(root, "pairs", cases, organs, mapping, synthetic, species)
 
 
-def open_dataset(path: Path, organs: Sequence[str] | None = None) -> CaseDataset:
+def open_dataset(
+    path: Path, organs: Sequence[str] | None = None, orientation: str | None = None
+) -> CaseDataset:
     """Recognise a dataset folder's layout and list its cases (nothing is loaded yet).
 
     Args:
         path: the dataset folder.
         organs: the target vocabulary; default :data:`~vetseg.labels.CORE_ORGANS`.
+        orientation: ``--orientation`` for every case (:attr:`CaseDataset.orientation`).
 
     Returns:
         The dataset, cases sorted by id.
@@ -412,7 +416,16 @@ def open_dataset(path: Path, organs: Sequence[str] | None = None) -> CaseDataset
         InputError: for a missing, empty or unrecognised folder, a case whose label file is
             missing, a malformed ``dataset.json``, or labels that name none of ``organs``.
     """
-    root = Path(path)
+    dataset = _open_layout(Path(path), organs)
+    if orientation is None:
+        return dataset
+    from vetseg.io.orientation import parse_orientation
+
+    return dataclasses.replace(dataset, orientation=parse_orientation(orientation))
+
+
+def _open_layout(root: Path, organs: Sequence[str] | None) -> CaseDataset:
+    """:func:`open_dataset` without the orientation."""
     organs_t = tuple(organs) if organs is not None else CORE_ORGANS
     if not organs_t or len(set(organs_t)) != len(organs_t):
         raise InputError(f"organ list {list(organs_t)} must be non-empty without repeats.")

@@ -140,6 +140,7 @@ def evaluate(
     organ_map: dict[str, str] | None = None,
     *,
     raw: bool = False,
+    orientation_override: str | None = None,
 ) -> dict[str, Any]:
     """Dice and HD95 per organ of a model on a labelled dataset, on each scan's own grid.
 
@@ -151,6 +152,7 @@ def evaluate(
             zero-shot human model); default: the same names.
         raw: score the model's label map as it comes; default: after the post-processing
             that ``vetseg segment`` applies by default.
+        orientation_override: ``--orientation`` for every scan of ``data``.
 
     Returns:
         ``{"organs": [...], "per_case": {case: {organ: {"status", "dice", "hd95_mm"}}},
@@ -169,7 +171,7 @@ def evaluate(
     organ_map = organ_map or {o: o for o in segmenter.organs}
     target_organs = tuple(o for o in segmenter.organs if o in organ_map)
     organs_out = [organ_map[o] for o in target_organs]
-    dataset = open_dataset(Path(data), organs=organs_out)
+    dataset = open_dataset(Path(data), organs=organs_out, orientation=orientation_override)
     annotated = annotated_organs(dataset)
     cases = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
     if split != "all":
