@@ -98,6 +98,20 @@ def test_posture_check_is_quiet_for_a_body_along_the_slices_or_a_ball() -> None:
     assert check_posture(np.zeros((4, 4, 4)), meta) is None  # nothing to measure
 
 
+def test_an_oblique_body_is_said_to_be_beyond_any_code() -> None:
+    z, y, x = (
+        np.indices((40, 40, 20)).astype(float) - np.array([19.5, 19.5, 9.5])[:, None, None, None]
+    )
+    along = (z + y) / np.sqrt(2)  # 45 degrees between the slice and row axes
+    across = (z - y) / np.sqrt(2)
+    array = np.where((along / 18) ** 2 + (across / 4) ** 2 + (x / 4) ** 2 <= 1, 100.0, 0.0)
+    meta = ImageMeta(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    check = check_posture(array, meta)
+    assert check is not None and check.oblique
+    assert check.oblique_deg == pytest.approx(45, abs=3)
+    assert "obliquely, 4" in check.message("s") and "only swaps and flips" in check.message("s")
+
+
 def test_cli_info_and_preview_take_the_override(tmp_path: Path) -> None:
     scan = tmp_path / "rod.nii.gz"
     write_image(rod((16, 18, 30), 2), ImageMeta((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), scan)
@@ -139,6 +153,10 @@ def test_mouse_heads_along_the_wrong_axis_are_flagged(mouse: Path, name: str) ->
     assert 18 < check.long_axis_mm < 26  # a mouse skull is about 22 mm long
     after = check_posture(array, apply_orientation_override(meta, check.suggestion, array.shape))
     assert after is not None and after.ok
+    # These heads also lie 35-45 degrees off every array axis: said, with what would help.
+    assert (
+        after.oblique and "obliquely" in after.message(name) and "resample" in after.message(name)
+    )
 
 
 @pytest.mark.realdata
@@ -146,6 +164,7 @@ def test_a_mouse_head_along_the_slices_is_not_flagged(mouse: Path) -> None:
     array, meta = read_image(mouse / "heads" / "AKR_J_.nii.gz")
     check = check_posture(array, meta)
     assert check is not None and check.ok and check.tilt_deg < 30
+    assert not check.oblique and check.message("AKR_J") == ""
 
 
 @pytest.mark.realdata

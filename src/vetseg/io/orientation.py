@@ -31,6 +31,10 @@ from vetseg.io.image import ImageMeta, orientation_matrix, to_canonical
 #: Below this ratio of the body's largest to second principal standard deviation the body
 #: has no clear long axis (a ball of tissue), and no warning is given.
 MIN_ELONGATION = 1.2
+#: A long axis further than this from every array axis lies obliquely: an orientation code
+#: (a permutation with flips) cannot straighten it. Most of the mouse heads lie 35-45 degrees
+#: off (measured), AKR_J 22.
+OBLIQUE_DEG = 30.0
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 
 
@@ -93,6 +97,7 @@ class PostureCheck:
         long_axis: the canonical axis nearest that principal axis (0 = the slice axis).
         tilt_deg: angle between the principal axis and the slice axis.
         elongation: largest / second principal standard deviation (1 = no long axis).
+        oblique_deg: angle between the principal axis and the nearest array axis.
         suggestion: an ``--orientation`` code that puts the long axis on the slice axis, or
             None when it is already there or the body has no clear long axis.
     """
@@ -103,16 +108,35 @@ class PostureCheck:
     tilt_deg: float
     elongation: float
     suggestion: str | None
+    oblique_deg: float = 0.0
 
     @property
     def ok(self) -> bool:
-        """Whether the slices cut across the body's long axis (or it has none)."""
+        """Whether the long axis is nearest the slice axis (or there is no long axis)."""
         return self.suggestion is None
+
+    @property
+    def oblique(self) -> bool:
+        """Whether a clear long axis lies far from every array axis (no code can fix that)."""
+        return self.elongation >= MIN_ELONGATION and self.oblique_deg > OBLIQUE_DEG
+
+    def _oblique_text(self) -> str:
+        return (
+            f" The long axis also lies obliquely, {self.oblique_deg:.0f} degrees from the "
+            "nearest array axis: an --orientation code only swaps and flips axes, so slices "
+            "will cut it at a slant; resample the scan (e.g. register it to a template) if "
+            "that matters."
+        )
 
     def message(self, scan: str) -> str:
         """The warning for ``scan`` (one paragraph), or ``""`` when all is well."""
         if self.ok:
-            return ""
+            if not self.oblique:
+                return ""
+            return (
+                f"{scan}: the body's long axis ({self.long_axis_mm:.1f} mm) runs along the "
+                f"slice axis but {self.tilt_deg:.0f} degrees off it." + self._oblique_text()
+            )
         names = ("slice (cranio-caudal)", "row", "column")
         extents = ", ".join(
             f"{e:.1f} mm along the {n} axis" for e, n in zip(self.extents_mm, names, strict=True)
@@ -126,7 +150,7 @@ class PostureCheck:
             "`vetseg preview` (swap a letter for its opposite to flip an axis). For a scan of "
             "the head or a limb alone this is that part's own long axis: ignore this if the "
             "slices already cut across it as you want."
-        )
+        ) + (self._oblique_text() if self.oblique else "")
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -217,6 +241,7 @@ def check_posture(
     elongation = float(np.sqrt(variances[-1] / max(variances[-2], 1e-12)))
     long_axis = int(np.argmax(np.abs(main)))
     tilt = float(np.degrees(np.arccos(min(1.0, abs(main[0])))))
+    oblique = float(np.degrees(np.arccos(min(1.0, float(np.max(np.abs(main)))))))
     suggestion = None
     if long_axis != 0 and elongation >= MIN_ELONGATION:
         suggestion = _suggest(meta, long_axis, orientation)
@@ -227,6 +252,7 @@ def check_posture(
         tilt_deg=tilt,
         elongation=elongation,
         suggestion=suggestion,
+        oblique_deg=oblique,
     )
 
 
