@@ -406,6 +406,12 @@ def segment(
     ),
     rules: Path | None = typer.Option(None, "--rules", help="JSON file of post-processing rules."),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
+    smooth_slices: int = typer.Option(
+        0,
+        "--smooth-slices",
+        help="Average organ probabilities over N neighbouring slices on each side (binomial "
+        "weights) so that slices do not decide alone; 0: off.",
+    ),
     orientation: str | None = _ORIENTATION,
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
@@ -434,6 +440,7 @@ def segment(
         postprocess=postprocess,
         postprocess_file=rules,
         threads=threads,
+        smooth_slices=smooth_slices,
         orientation=orientation,
     )
     code = run_segment(request)

@@ -52,6 +52,8 @@ class SegmentRequest:
         postprocess: apply the post-processing rules.
         postprocess_file: JSON file with post-processing rules.
         threads: ONNX Runtime threads (None: its default).
+        smooth_slices: average organ probabilities over this many neighbouring slices on each
+            side (0: off, the default until measured better on held-out data).
         orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
             header (see :mod:`vetseg.io.orientation`); None: the header's.
     """
@@ -73,6 +75,7 @@ class SegmentRequest:
     postprocess: bool = True
     postprocess_file: Path | None = None
     threads: int | None = None
+    smooth_slices: int = 0
     orientation: str | None = None
 
 
@@ -91,6 +94,8 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
     if not 0 < request.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")
     parse_orientation(request.orientation)
+    if request.smooth_slices < 0:
+        raise InputError(f"--smooth-slices must be 0 or more, got {request.smooth_slices}.")
     if batch:
         single = {
             "--preview": request.preview,
@@ -191,6 +196,7 @@ def run_segment(
         batch_size=request.batch_size,
         threshold=request.threshold,
         postprocess=postprocess,
+        smooth_slices=request.smooth_slices,
     )
     if batch:
         return _run_batch(request, segmenter, console, errors)
