@@ -197,3 +197,38 @@ def test_digimouse_atlas_header_is_right_and_a_lost_header_is_caught(mouse: Path
     assert wrong is not None and wrong.long_axis == 1 and wrong.suggestion is not None
     fixed = apply_orientation_override(meta, wrong.suggestion, labels.shape)
     assert check_posture(labels, fixed, threshold=0).ok  # type: ignore[union-attr]
+
+
+def test_a_trunk_cut_at_both_ends_of_the_slice_axis_is_not_flagged() -> None:
+    """Clinical CT covers less length than width: the body runs on beyond both end slices."""
+    meta = ImageMeta(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    z, y, x = np.indices((20, 40, 60)).astype(float)
+    trunk = np.where(((y - 19.5) / 15) ** 2 + ((x - 29.5) / 27) ** 2 <= 1, 50.0, -1000.0)
+    check = check_posture(trunk, meta)
+    assert check is not None and check.cut_through and check.ok and check.message("ct") == ""
+    # The same cross-section rolled off at both ends is a body that fits: flagged.
+    fits = trunk.copy()
+    fits[:3] = fits[-3:] = -1000.0
+    flagged = check_posture(fits, meta)
+    assert flagged is not None and not flagged.cut_through and not flagged.ok
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "scan",
+    [
+        "totalseg_example/ct_first30.nii.gz",
+        "totalseg_example/dicom_series",
+        "hcc_tace_009/contrast_3phase",
+        "hcc_tace_009/precontrast",
+    ],
+)
+def test_real_human_ct_is_not_flagged(shared_data: Path, scan: str) -> None:
+    """Partial trunk scans, correct headers: wider than long, and no false warning."""
+    path = shared_data / "human" / scan
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    array, meta = read_image(path)
+    check = check_posture(array, meta)
+    assert check is not None and check.cut_through and check.message(scan) == ""
+    assert max(check.extents_mm[1:]) > check.extents_mm[0]  # the trap: wider than long

@@ -35,6 +35,12 @@ MIN_ELONGATION = 1.2
 #: (a permutation with flips) cannot straighten it. 34 of the 41 mouse heads lie 31-51
 #: degrees off (measured), AKR_J 22.
 OBLIQUE_DEG = 30.0
+#: A body that fills at least this share of its fullest slice in both end slices is cut by the
+#: scan at both ends of the slice axis: it runs on beyond the scan along that axis, as a trunk
+#: does in clinical CT, which covers less length than width. Measured (the smaller end): the
+#: five real human scans of ../shared/data 0.53-0.98; the mouse template and heads 0 (a head
+#: fits in the scan, the neck cut at one end at most).
+CUT_SHARE = 0.4
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 
 
@@ -98,6 +104,9 @@ class PostureCheck:
         tilt_deg: angle between the principal axis and the slice axis.
         elongation: largest / second principal standard deviation (1 = no long axis).
         oblique_deg: angle between the principal axis and the nearest array axis.
+        cut_through: the body is cut at both ends of the slice axis (:data:`CUT_SHARE`), so
+            it runs on beyond the scan along it: its extents there are lower bounds and no
+            warning is given (a trunk CT covers less length than width).
         suggestion: an ``--orientation`` code that puts the long axis on the slice axis, or
             None when it is already there or the body has no clear long axis.
     """
@@ -109,6 +118,7 @@ class PostureCheck:
     elongation: float
     suggestion: str | None
     oblique_deg: float = 0.0
+    cut_through: bool = False
 
     @property
     def ok(self) -> bool:
@@ -118,7 +128,8 @@ class PostureCheck:
     @property
     def oblique(self) -> bool:
         """Whether a clear long axis lies far from every array axis (no code can fix that)."""
-        return self.elongation >= MIN_ELONGATION and self.oblique_deg > OBLIQUE_DEG
+        clear = self.elongation >= MIN_ELONGATION and not self.cut_through
+        return clear and self.oblique_deg > OBLIQUE_DEG
 
     def _oblique_text(self) -> str:
         return (
@@ -234,9 +245,12 @@ def check_posture(
     small_meta = replace(meta, spacing=tuple(s * step for s in meta.spacing))
     canonical, canonical_meta = to_canonical(small, small_meta, orientation)
     level = body_threshold(canonical) if threshold is None else threshold
-    points = np.argwhere(canonical > level)
+    body = canonical > level
+    points = np.argwhere(body)
     if len(points) < 100:
         return None
+    area = body.reshape(body.shape[0], -1).sum(axis=1)
+    cut_through = bool(len(area) > 1 and min(area[0], area[-1]) >= CUT_SHARE * area.max())
     points = points[:: max(1, len(points) // max_points)].astype(np.float64)
     points *= np.asarray(canonical_meta.spacing[::-1])  # [z, y, x] mm
     low, high = np.percentile(points, [1, 99], axis=0)
@@ -251,7 +265,7 @@ def check_posture(
     tilt = float(np.degrees(np.arccos(min(1.0, abs(main[0])))))
     oblique = float(np.degrees(np.arccos(min(1.0, float(np.max(np.abs(main)))))))
     suggestion = None
-    if long_axis != 0 and elongation >= MIN_ELONGATION:
+    if long_axis != 0 and elongation >= MIN_ELONGATION and not cut_through:
         suggestion = _suggest(meta, long_axis, orientation)
     return PostureCheck(
         extents_mm=extents,  # type: ignore[arg-type]
@@ -261,6 +275,7 @@ def check_posture(
         elongation=elongation,
         suggestion=suggestion,
         oblique_deg=oblique,
+        cut_through=cut_through,
     )
 
 
