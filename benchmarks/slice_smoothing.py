@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         "settings": vars(args) | {"work": str(args.work), "out": str(args.out)},
         "datasets": {},
     }
+    if args.out.is_file():  # a run per dataset adds to the others' figures
+        results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
     results["settings"]["atlas"] = str(args.atlas)
     for name in args.datasets:
         data = args.work / f"{name}_data"
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         train_seconds = time.perf_counter() - started
         print(f"{name}: model in {train_seconds:.0f} s", flush=True)
         results["datasets"][name] = measure(model_dir, data, args.radii) | {
-            "train_seconds": train_seconds
+            "train_seconds": train_seconds,
+            "command": results["command"],
         }
         atomic_write_json(args.out, results)
     print(json.dumps({k: v["by_radius"] for k, v in results["datasets"].items()}, indent=1))

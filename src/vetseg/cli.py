@@ -683,7 +683,7 @@ def add_cmd(
 ) -> None:
     """Register scans (and their labels, for labelled cases) in a workspace.
 
-    --orientation is recorded per case: pre-labels, rounds and reviews use it.
+    --orientation is recorded per case: pre-labels and refine rounds use it.
     """
     from vetseg.workflow.register import add_scans
     from vetseg.workflow.workspace import Workspace
