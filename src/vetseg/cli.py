@@ -28,6 +28,13 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _code(orientation: str | None) -> str | None:
+    """A checked ``--orientation`` code (one sentence and exit 2 when it is not one)."""
+    from vetseg.io.orientation import parse_orientation
+
+    return parse_orientation(orientation)
+
+
 def user_errors(func: F) -> F:
     """Report a VetsegError as one sentence on stderr with exit code 2, without a traceback."""
 
@@ -43,6 +50,23 @@ def user_errors(func: F) -> F:
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_ORIENTATION = typer.Option(
+    None,
+    "--orientation",
+    help="Where the scan's array axes x, y, z point (letters L/R, P/A, S/I: PIR = x to "
+    "posterior, y to inferior, z to right), overriding the header; for micro-CT headers that "
+    "do not say how the animal lay. The scan's file is not changed.",
+)
+
+
+_DATA_ORIENTATION = typer.Option(
+    None,
+    "--orientation",
+    help="Where the array axes x, y, z of every scan of the dataset point (e.g. PIR), "
+    "overriding the headers (see vetseg segment --orientation); the files are not changed.",
+)
 
 
 # --------------------------------------------------------------------------- foundation
@@ -110,12 +134,19 @@ def preview(
     scan: Path = typer.Argument(..., help="CT scan: NIfTI, NRRD, MHA or a DICOM folder."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
     labels: Path | None = typer.Option(None, "--labels", help="Label map on the same grid."),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """Axial, coronal and sagittal mid-slices of a scan with the label overlay, as a PNG."""
+    from vetseg.io.orientation import parse_orientation
     from vetseg.viz.preview import save_preview_file
 
-    save_preview_file(scan, out, labels=labels)
+    warnings: list[str] = []
+    save_preview_file(
+        scan, out, labels=labels, orientation=parse_orientation(orientation), warnings=warnings
+    )
     print(f"wrote {out}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 @app.command()
@@ -132,6 +163,7 @@ def info(
         "--engine auto picks for it (runs the bf16 accuracy check once if not cached).",
     ),
     threads: int | None = typer.Option(None, "--threads", help="Threads for the check."),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """Shape, spacing, orientation, intensity range and the labels present, with names.
 
@@ -145,8 +177,12 @@ def info(
     if path is None:
         raise VetsegError("Give a scan or label map, or --engines.")
     from vetseg.io.info import describe, format_description
+    from vetseg.io.orientation import parse_orientation
 
-    print(format_description(describe(path)))
+    description = describe(path, parse_orientation(orientation))
+    print(format_description(description))
+    if description.get("posture_warning"):
+        print(f"warning: {description['posture_warning']}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- the method
@@ -229,6 +265,7 @@ def train_human_cmd(
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """S100: train the human organ model (stem + EfficientNet-b1 module + first head)."""
     cfg = _stage_config(
@@ -253,7 +290,9 @@ def train_human_cmd(
     from vetseg.training.stages import train_human
 
     organ_list = _organ_list(organs) or CORE_ORGANS
-    info = train_human(data, out, cfg, organ_list, resume=resume)
+    info = train_human(
+        data, out, cfg, organ_list, resume=resume, orientation_override=_code(orientation)
+    )
     _print_model_summary(info, out)
 
 
@@ -294,6 +333,7 @@ def transfer(
     organs: str | None = typer.Option(
         None, "--organs", help="Comma-separated organs to train (default: all labelled ones)."
     ),
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """S101: build the animal model from a human model and train it on animal CT."""
     cfg = _stage_config(
@@ -326,6 +366,7 @@ def transfer(
         species=species,
         resume=resume,
         from_scratch=scratch,
+        orientation_override=_code(orientation),
     )
     _print_model_summary(info, out)
     training = info.training
@@ -418,6 +459,13 @@ def segment(
     threads: int | None = typer.Option(
         None, "--threads", help="ONNX Runtime / OpenVINO threads (default: all cores)."
     ),
+    smooth_slices: int = typer.Option(
+        0,
+        "--smooth-slices",
+        help="Average organ probabilities over N neighbouring slices on each side (binomial "
+        "weights) so that slices do not decide alone; 0: off.",
+    ),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -446,6 +494,8 @@ def segment(
         postprocess_file=rules,
         threads=threads,
         precision=precision,
+        smooth_slices=smooth_slices,
+        orientation=orientation,
     )
     code = run_segment(request)
     if code:
@@ -474,6 +524,7 @@ def evaluate(
     raw: bool = typer.Option(
         False, "--raw", help="Score the model's raw label map, without segment's post-processing."
     ),
+    orientation: str | None = _DATA_ORIENTATION,
 ) -> None:
     """Dice and HD95 per organ of a model on a labelled dataset, scoring what segment writes."""
     from rich.console import Console
@@ -481,7 +532,9 @@ def evaluate(
     from vetseg.reporting import evaluation_table
     from vetseg.training.evaluation import evaluate as run_evaluate
 
-    result = run_evaluate(model, data, split=split, raw=raw)
+    result = run_evaluate(
+        model, data, split=split, raw=raw, orientation_override=_code(orientation)
+    )
     Console().print(evaluation_table(result))
     if json_out is not None:
         import json
@@ -701,13 +754,17 @@ def add_cmd(
     mapping: str = typer.Option(
         "vetseg", "--mapping", help="Label ids: vetseg, mouse_head, totalseg or a JSON file."
     ),
+    orientation: str | None = _ORIENTATION,
 ) -> None:
-    """Register scans (and their labels, for labelled cases) in a workspace."""
+    """Register scans (and their labels, for labelled cases) in a workspace.
+
+    --orientation is recorded per case: pre-labels and refine rounds use it.
+    """
     from vetseg.workflow.register import add_scans
     from vetseg.workflow.workspace import Workspace
 
     with Workspace.open(workspace) as ws, ws.changing():
-        result = add_scans(ws, scans, labels or None, mapping)
+        result = add_scans(ws, scans, labels or None, mapping, orientation=orientation)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     kind = "labelled" if labels else "unlabelled"

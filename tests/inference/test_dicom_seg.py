@@ -24,12 +24,13 @@ from typer.testing import CliRunner
 
 from tests.inference.conftest import ORGANS, ramp_volume
 from vetseg.cli import app
-from vetseg.inference.dicom_seg import organ_code
+from vetseg.inference.dicom_seg import clean_source_header, complete_code_item, organ_code
 from vetseg.inference.pipeline import SegmentOutputs, segment_scan
 from vetseg.inference.segmenter import Segmenter
 from vetseg.io.image import ImageMeta, read_image, read_label, write_dicom_series
 
 realdata = pytest.mark.realdata
+slow = pytest.mark.slow
 needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None,
     reason="dicom3tools' dciodvfy absent (apt install dicom3tools)",
@@ -199,3 +200,114 @@ def test_organ_codes() -> None:
     assert mandible.code[0] == "91609006" and mandible.laterality == ("24028007", "Right")
     assert not organ_code("caecum_appendix").specific
     assert all(organ_code(o).specific for o in ORGANS)
+
+
+def _code(value: str | None, scheme: str | None, meaning: str | None) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    for keyword, text in (
+        ("CodeValue", value),
+        ("CodingSchemeDesignator", scheme),
+        ("CodeMeaning", meaning),
+    ):
+        if text is not None:
+            setattr(item, keyword, text)
+    return item
+
+
+def test_clean_source_header_drops_incomplete_codes_and_bad_text() -> None:
+    ds = pydicom.Dataset()
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.PatientID = "P" * 70  # LO holds 64 characters
+    ds.AccessionNumber = "A1"
+    ds.ProcedureCodeSequence = [
+        _code("6500561", None, "CT, LUNG, MED, PLEURA W/CONTRAST"),  # as in hcc_tace_009
+        _code("77477000", "SCT", "CT of abdomen"),
+        _code("", "SCT", "no value"),
+    ]
+    ds.AnatomicRegionSequence = [_code("818981001", "SCT", None)]
+    item = pydicom.Dataset()
+    item.ConceptNameCodeSequence = [_code("1", "99X", "")]
+    ds.RequestAttributesSequence = [item]
+
+    notes = clean_source_header(ds)
+
+    assert [i.CodeValue for i in ds.ProcedureCodeSequence] == ["77477000"]
+    assert "AnatomicRegionSequence" not in ds  # no complete item left: the sequence goes
+    assert "ConceptNameCodeSequence" not in ds.RequestAttributesSequence[0]  # nested too
+    assert "PatientID" in ds and ds["PatientID"].is_empty  # emptied, still present (type 2)
+    assert ds.AccessionNumber == "A1" and ds.StudyInstanceUID == "1.2.3.4"
+    assert len(notes) == 4 and any("ProcedureCodeSequence" in n for n in notes)
+
+
+def test_complete_code_item() -> None:
+    assert complete_code_item(_code("10200004", "SCT", "Liver"))
+    assert not complete_code_item(_code("10200004", None, "Liver"))
+    assert not complete_code_item(_code("10200004", "SCT", None))
+    urn = pydicom.Dataset()
+    urn.URNCodeValue = "http://example.org/code"
+    urn.CodeMeaning = "a URN code needs no scheme"
+    assert complete_code_item(urn)
+
+
+@needs_dciodvfy
+def test_dicom_seg_of_a_source_with_an_incomplete_procedure_code_is_valid(
+    intensity_segmenter: Segmenter, tmp_path: Path
+) -> None:
+    """The source fault of hcc_tace_009, on a written series: old code copied it (1 error)."""
+    meta = ImageMeta(spacing=(0.9, 0.9, 2.0), origin=(-20.0, 15.0, 40.0))
+    files = write_dicom_series(ramp_volume((4, 24, 20), seed=5), meta, tmp_path / "series")
+    frame_of_reference = generate_uid()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.ProcedureCodeSequence = [_code("6500561", None, "CT ABDOMEN W/CONTRAST")]
+        ds.save_as(path)
+    assert dciodvfy_errors(files[0]) != []  # the source itself is invalid
+    outputs = SegmentOutputs(labels=tmp_path / "seg.nii.gz", dicom_seg=tmp_path / "seg.dcm")
+    result = segment_scan(intensity_segmenter, tmp_path / "series", outputs)
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    assert "ProcedureCodeSequence" not in pydicom.dcmread(tmp_path / "seg.dcm")
+    assert any("ProcedureCodeSequence" in note for note in result.notes)
+    assert pydicom.dcmread(files[0]).ProcedureCodeSequence[0].CodeValue == "6500561"  # untouched
+
+
+def _every_real_series(shared_data: Path, tmp_path: Path) -> dict[str, Path]:
+    """Every real DICOM series of ../shared/data, the blanked-UID one as a copy with UIDs."""
+    human = shared_data / "human"
+    found = {
+        "hcc_tace_009/contrast_3phase": human / "hcc_tace_009" / "contrast_3phase",
+        "hcc_tace_009/precontrast": human / "hcc_tace_009" / "precontrast",
+    }
+    blanked = human / "totalseg_example" / "dicom_series"
+    if blanked.is_dir():
+        out = tmp_path / "totalseg_with_uids"
+        out.mkdir()
+        study, series = generate_uid(), generate_uid()
+        for path in sorted(blanked.iterdir()):
+            ds = pydicom.dcmread(path)
+            ds.SOPClassUID = CTImageStorage
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.save_as(out / path.name)
+        found["totalseg_example/dicom_series (UIDs restored)"] = out
+    return {name: folder for name, folder in found.items() if folder.is_dir()}
+
+
+@realdata
+@slow
+@needs_dciodvfy
+def test_every_real_dicom_series_gives_a_valid_dicom_seg(
+    model_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    series = _every_real_series(shared_data, tmp_path)
+    if len(series) < 3:
+        pytest.skip(f"only {sorted(series)} of the three real DICOM series are present")
+    errors = {}
+    for k, (name, folder) in enumerate(series.items()):
+        out = tmp_path / f"seg{k}.dcm"
+        args = ["segment", str(model_dir), str(folder), "--out", str(tmp_path / f"s{k}.nrrd")]
+        result = CliRunner().invoke(app, args + ["--dicom-seg", str(out)])
+        assert result.exit_code == 0, result.output
+        assert _segments(out) == ["liver"]  # never an empty segmentation
+        errors[name] = dciodvfy_errors(out)
+    assert errors == {name: [] for name in series}

@@ -27,6 +27,7 @@ everything else is background.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -65,12 +66,15 @@ class Case:
         image: the CT image file.
         label: an integer label map in the dataset's own ids, or None.
         label_dir: TotalSegmentator layout: the ``segmentations/`` folder of binary masks.
+        orientation: where the image's array axes point (``--orientation``, e.g. a workspace
+            case's recorded code), overriding its header; None: the dataset's, else the header's.
     """
 
     case_id: str
     image: Path
     label: Path | None
     label_dir: Path | None = None
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class CaseDataset:
             layout the ids are TotalSegmentator v2's; masks are matched by structure name.
         synthetic: True when ``dataset.json`` says ``"synthetic": true``.
         species: ``dataset.json``'s ``"species"``, or None.
+        orientation: ``--orientation`` for every case without its own (see :class:`Case`).
     """
 
     root: Path
@@ -95,6 +100,7 @@ class CaseDataset:
     mapping: dict[int, str | None]
     synthetic: bool
     species: str | None
+    orientation: str | None = None
 
     @property
     def case_ids(self) -> list[str]:
@@ -122,7 +128,7 @@ class LoadedCase:
         image: float32 HU ``[z, y, x]`` in canonical orientation (axis 0 inferior -> superior,
             axis 1 anterior -> posterior, axis 2 patient right -> left).
         labels: uint8 vetseg ids (``organs[i]`` -> ``i + 1``) on the same grid, or None.
-        meta: the image's geometry as stored on disk.
+        meta: the image's geometry as used: the header's, or its orientation override.
         canonical_meta: the geometry of ``image`` (canonical orientation).
     """
 
@@ -393,12 +399,15 @@ def _open_pairs(root: Path, organs: tuple[str, ...]) -> CaseDataset:
     return CaseDataset(root, "pairs", cases, organs, mapping, synthetic, species)
 
 
-def open_dataset(path: Path, organs: Sequence[str] | None = None) -> CaseDataset:
+def open_dataset(
+    path: Path, organs: Sequence[str] | None = None, orientation: str | None = None
+) -> CaseDataset:
     """Recognise a dataset folder's layout and list its cases (nothing is loaded yet).
 
     Args:
         path: the dataset folder.
         organs: the target vocabulary; default :data:`~vetseg.labels.CORE_ORGANS`.
+        orientation: ``--orientation`` for every case (:attr:`CaseDataset.orientation`).
 
     Returns:
         The dataset, cases sorted by id.
@@ -407,7 +416,16 @@ def open_dataset(path: Path, organs: Sequence[str] | None = None) -> CaseDataset
         InputError: for a missing, empty or unrecognised folder, a case whose label file is
             missing, a malformed ``dataset.json``, or labels that name none of ``organs``.
     """
-    root = Path(path)
+    dataset = _open_layout(Path(path), organs)
+    if orientation is None:
+        return dataset
+    from vetseg.io.orientation import parse_orientation
+
+    return dataclasses.replace(dataset, orientation=parse_orientation(orientation))
+
+
+def _open_layout(root: Path, organs: Sequence[str] | None) -> CaseDataset:
+    """:func:`open_dataset` without the orientation."""
     organs_t = tuple(organs) if organs is not None else CORE_ORGANS
     if not organs_t or len(set(organs_t)) != len(organs_t):
         raise InputError(f"organ list {list(organs_t)} must be non-empty without repeats.")
@@ -459,13 +477,22 @@ def load_case(dataset: CaseDataset, case: Case, orientation: str = "LPS") -> Loa
         GridMismatchError: a label map on another voxel grid than its image.
         LabelMappingError: label ids the dataset's mapping does not know (the file is named).
     """
-    image, meta = read_image(case.image)
+    from vetseg.io.orientation import apply_orientation_override
+
+    image, header_meta = read_image(case.image)
+    # The override only turns the axes; labels are checked against the header's grid.
+    meta = apply_orientation_override(
+        header_meta, case.orientation or dataset.orientation, image.shape
+    )
     labels: np.ndarray | None = None
     if case.label_dir is not None:
-        labels = _totalseg_labels(dataset, case, meta, image.shape)
+        labels = _totalseg_labels(dataset, case, header_meta, image.shape)
     elif case.label is not None:
         raw, _ = read_label(
-            case.label, reference=meta, reference_shape=image.shape, reference_name=str(case.image)
+            case.label,
+            reference=header_meta,
+            reference_shape=image.shape,
+            reference_name=str(case.image),
         )
         labels = remap_labels(
             raw.astype(np.int64, copy=False),

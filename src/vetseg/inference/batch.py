@@ -128,6 +128,7 @@ def segment_folder(
     preview_dir: Path | None = None,
     on_scan: Callable[[int, int, ScanEntry], None] | None = None,
     progress: Progress | None = None,
+    orientation: str | None = None,
 ) -> list[BatchItem]:
     """Segment every scan of ``folder`` into ``out_dir``; a failing scan does not stop the rest.
 
@@ -140,6 +141,7 @@ def segment_folder(
         preview_dir: when given, ``<name>.png`` previews go there.
         on_scan: called with ``(index, count, entry)`` before each scan.
         progress: called with ``(slices done, slices in all)`` during each scan.
+        orientation: override of every scan's header direction (``--orientation``).
 
     Returns:
         One item per scan, in order; failed items carry the error's one sentence.
@@ -167,7 +169,9 @@ def segment_folder(
         started = time.perf_counter()
         item = BatchItem(entry)
         try:
-            item.result = segment_scan(segmenter, entry.path, outputs, progress=progress)
+            item.result = segment_scan(
+                segmenter, entry.path, outputs, progress=progress, orientation=orientation
+            )
         except VetsegError as exc:
             item.error = str(exc)
         except Exception as exc:  # one broken scan must not stop the batch

@@ -53,6 +53,10 @@ class SegmentRequest:
         postprocess_file: JSON file with post-processing rules.
         threads: ONNX Runtime / OpenVINO threads (None: their default).
         precision: ``auto``, ``fp32`` or ``bf16`` (OpenVINO, after the accuracy check).
+        smooth_slices: average organ probabilities over this many neighbouring slices on each
+            side (0: off, the default until measured better on held-out data).
+        orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
+            header (see :mod:`vetseg.io.orientation`); None: the header's.
     """
 
     model: Path
@@ -73,19 +77,20 @@ class SegmentRequest:
     postprocess_file: Path | None = None
     threads: int | None = None
     precision: str = "auto"
+    smooth_slices: int = 0
+    orientation: str | None = None
 
 
 def _check_request(request: SegmentRequest, batch: bool) -> None:
     """Refuse option combinations that make no sense, before any model is loaded."""
     from vetseg.inference.engines import ENGINES, PRECISIONS
     from vetseg.inference.pipeline import MAP_SUFFIXES
+    from vetseg.io.orientation import parse_orientation
 
     if request.engine not in ENGINES:
         raise InputError(f"Unknown engine {request.engine!r}; vetseg runs {', '.join(ENGINES)}.")
     if request.precision not in PRECISIONS:
-        raise InputError(
-            f"Unknown precision {request.precision!r}; use {', '.join(PRECISIONS)}."
-        )
+        raise InputError(f"Unknown precision {request.precision!r}; use {', '.join(PRECISIONS)}.")
     if request.precision == "bf16" and request.engine in ("torch", "onnx"):
         raise InputError(f"--engine {request.engine} runs fp32 only; bf16 runs in OpenVINO.")
     if request.threads is not None and request.threads < 1:
@@ -96,6 +101,9 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}.")
     if not 0 < request.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")
+    parse_orientation(request.orientation)
+    if request.smooth_slices < 0:
+        raise InputError(f"--smooth-slices must be 0 or more, got {request.smooth_slices}.")
     if batch:
         single = {
             "--preview": request.preview,
@@ -198,6 +206,7 @@ def run_segment(
         batch_size=request.batch_size,
         threshold=request.threshold,
         postprocess=postprocess,
+        smooth_slices=request.smooth_slices,
     )
     if batch:
         return _run_batch(request, segmenter, console, errors)
@@ -218,6 +227,7 @@ def run_segment(
             request.scan,
             outputs,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            orientation=request.orientation,
         )
     found = ", ".join(result.organs_found) or "none"
     console.print(
@@ -232,6 +242,8 @@ def run_segment(
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     for note in result.notes:
         errors.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        errors.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -258,6 +270,7 @@ def _run_batch(
             preview_dir=request.preview_dir,
             on_scan=on_scan,
             progress=lambda done, total: bar.update(slices, completed=done, total=total),
+            orientation=request.orientation,
         )
         bar.update(scans, completed=len(items))
     table = Table(title=f"{len(items)} scan(s) from {request.scan}")
@@ -280,6 +293,9 @@ def _run_batch(
         highlight=False,
         soft_wrap=True,
     )
+    for item in items:
+        for warning in item.result.warnings if item.result is not None else []:
+            errors.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     for item in failed:
         errors.print(f"failed: {item.entry.path}: {item.error}", highlight=False, soft_wrap=True)
     return EXIT_SOME_FAILED if failed else 0

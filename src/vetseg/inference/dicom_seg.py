@@ -10,12 +10,19 @@ Debian's ``dciodvfy``.
 A segmentation can only reference slices that carry their UIDs. Anonymisation tools sometimes
 blank SOP Instance, Series and Study UIDs; such a series is refused with one sentence rather
 than given invented UIDs that would point at nothing in the archive.
+
+highdicom copies the patient, study and specimen attributes of the source into the
+segmentation, and a DICOM-SEG must be valid even when its source is not (a real series of
+../shared/data carries a Procedure Code Sequence item without its Coding Scheme Designator).
+So the source headers are cleaned in memory first (:func:`clean_source_header`): incomplete
+code items are dropped, values that break their VR are emptied; the user's files are never
+touched and every change is reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +111,97 @@ class DicomSource:
 
     Attributes:
         folder: the series as given by the user.
-        datasets: one header per slice, in the order of array axis 0 of the read volume.
+        datasets: one header per slice, in the order of array axis 0 of the read volume,
+            cleaned by :func:`clean_source_header` (in memory only).
+        notes: what the cleaning dropped or emptied, one sentence each, without repeats.
     """
 
     folder: Path
     datasets: list[Dataset]
+    notes: list[str] = field(default_factory=list)
+
+
+#: Keywords of a code item's value: one of them is needed (PS3.3 table 8.8-1).
+_CODE_VALUE_KEYWORDS = ("CodeValue", "LongCodeValue", "URNCodeValue")
+
+
+#: VRs whose values are checked as text. Numbers (DS, IS) were parsed by pydicom already and
+#: hold the geometry highdicom needs; UIDs must stay as the archive knows them.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC"})
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    return str(dataset.get(keyword, "") or "").strip()
+
+
+def _is_code_item(item: Dataset) -> bool:
+    return any(k in item for k in (*_CODE_VALUE_KEYWORDS, "CodingSchemeDesignator", "CodeMeaning"))
+
+
+def complete_code_item(item: Dataset) -> bool:
+    """Whether a code sequence item has what the Basic Code Sequence Macro requires.
+
+    A value (Code Value, Long Code Value or URN Code Value), a Code Meaning, and a Coding
+    Scheme Designator unless the value is a URN (type 1C). No repair is attempted: which
+    scheme a local code such as ``6500561`` belongs to cannot be known for certain.
+    """
+    values = [k for k in _CODE_VALUE_KEYWORDS if _text(item, k)]
+    if not values or not _text(item, "CodeMeaning"):
+        return False
+    return values == ["URNCodeValue"] or bool(_text(item, "CodingSchemeDesignator"))
+
+
+def clean_source_header(dataset: Dataset, path: str = "") -> list[str]:
+    """Make a source header safe to copy into a DICOM-SEG, in place (never written back).
+
+    Walks every element, into sequences: drops the items of a code sequence (one whose items
+    hold code attributes) that are not complete codes (:func:`complete_code_item`), and the
+    sequence itself when no item is left (such sequences are optional where highdicom copies
+    them); empties a text whose value breaks its VR (length, characters), which keeps a
+    type 2 attribute present.
+    Numbers and UIDs are left alone (see ``_TEXT_VRS``); private elements are not copied.
+
+    Args:
+        dataset: one slice's header (or a sequence item, when recursing).
+        path: where ``dataset`` lies, for the notes (``""`` at the root).
+
+    Returns:
+        One note per change, e.g. ``"dropped 1 incomplete item of ProcedureCodeSequence"``.
+    """
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    notes: list[str] = []
+    for element in list(dataset):
+        name = f"{path}{element.keyword or element.tag}"
+        if element.VR == "SQ":
+            # A code sequence is known by its items (Anatomic Region Sequence is one too).
+            if any(_is_code_item(item) for item in element.value):
+                kept = [item for item in element.value if complete_code_item(item)]
+                dropped = len(element.value) - len(kept)
+                if dropped:
+                    notes.append(
+                        f"dropped {dropped} incomplete code item(s) of {name} (a code needs a "
+                        "value, a coding scheme and a meaning)"
+                    )
+                    if kept:
+                        element.value = kept
+                    else:
+                        del dataset[element.tag]
+                        continue
+            for item in element.value:
+                notes += clean_source_header(item, f"{name}>")
+            continue
+        if element.VR not in _TEXT_VRS or element.is_empty or element.tag.is_private:
+            continue
+        values = element.value if element.VM > 1 else [element.value]
+        try:
+            for value in values:
+                validate_value(element.VR, str(value), config.RAISE)
+        except (ValueError, TypeError) as exc:
+            notes.append(f"emptied {name} ({exc})")
+            element.value = None
+    return notes
 
 
 def load_dicom_source(meta: ImageMeta) -> DicomSource:
@@ -147,7 +240,10 @@ def load_dicom_source(meta: ImageMeta) -> DicomSource:
             f"Cannot write a DICOM-SEG for {source}: its slices have no {', '.join(missing)} "
             "(blanked by anonymisation?), so a segmentation could not reference them."
         )
-    return DicomSource(source, datasets)
+    notes: list[str] = []
+    for dataset in datasets:
+        notes += [note for note in clean_source_header(dataset) if note not in notes]
+    return DicomSource(source, datasets, notes)
 
 
 def _coded(code: tuple[str, str]) -> Any:

@@ -277,7 +277,6 @@ def open_onnx(path: Path, info: ModelInfo, threads: int | None = None) -> OnnxEn
     return engine
 
 
-
 class ModelSource:
     """Where an engine gets the network from, each part loaded only when needed.
 

@@ -58,6 +58,8 @@ class ScanResult:
         step_seconds: wall time per step: ``read``, the segmenter's steps (``model``,
             ``postprocess``, ...), ``write`` (label map), ``outputs`` (every other file).
         notes: things the user should know (e.g. no DICOM-SEG because no organ was found).
+        warnings: things that may make the result wrong (the body's long axis not across the
+            slices: :func:`vetseg.io.orientation.posture_warning`).
     """
 
     scan: Path
@@ -68,6 +70,7 @@ class ScanResult:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -113,6 +116,7 @@ def segment_scan(
     outputs: SegmentOutputs,
     *,
     progress: Progress | None = None,
+    orientation: str | None = None,
 ) -> ScanResult:
     """Read a scan, segment it and write every requested output.
 
@@ -121,6 +125,10 @@ def segment_scan(
         scan: NIfTI, NRRD, MHA file or DICOM series folder.
         outputs: where the outputs go.
         progress: called with ``(slices done, slices in all)`` after every batch.
+        orientation: override of the header's direction (``--orientation``, see
+            :func:`vetseg.io.orientation.apply_orientation_override`): the model and the
+            preview see the scan so; the label map keeps the header's own geometry, so it lies
+            on the scan in any viewer.
 
     Returns:
         What was written and found.
@@ -131,17 +139,22 @@ def segment_scan(
     """
     from vetseg.inference.dicom_seg import load_dicom_source
     from vetseg.io.image import read_image, write_image
+    from vetseg.io.orientation import apply_orientation_override, posture_warning
 
     started = time.perf_counter()
     scan = Path(scan)
     check_outputs(scan, outputs)
     volume, meta = read_image(scan)
+    posed = apply_orientation_override(meta, orientation, volume.shape)
     source = load_dicom_source(meta) if outputs.dicom_seg is not None else None
     read_seconds = time.perf_counter() - started
+    canonical = segmenter.info.preprocess.orientation
+    warning = posture_warning(volume, posed, str(scan), canonical)
     prediction = segmenter.predict(
-        volume, meta, keep_probability=outputs.uncertainty is not None, progress=progress
+        volume, posed, keep_probability=outputs.uncertainty is not None, progress=progress
     )
     result = ScanResult(scan=scan, organ_stats=prediction.organ_stats, slices=volume.shape[0])
+    result.warnings += [warning] if warning else []
     result.organs_found = [s.organ for s in prediction.organ_stats if s.voxels > 0]
     result.step_seconds = {"read": read_seconds, **prediction.seconds}
 
@@ -170,12 +183,13 @@ def segment_scan(
                 software_version=__version__,
             )
             result.written.append(outputs.dicom_seg)
+            result.notes += [f"DICOM-SEG: {note} in the source headers" for note in source.notes]
         else:
             result.notes.append(
                 f"no organ found, so no DICOM-SEG was written to {outputs.dicom_seg}"
             )
     if outputs.preview is not None:
-        save_preview(segmenter, scan, volume, meta, prediction.labels, outputs.preview)
+        save_preview(segmenter, scan, volume, posed, prediction.labels, outputs.preview)
         result.written.append(outputs.preview)
     finished = time.perf_counter()
     result.step_seconds["outputs"] = finished - written_at - result.step_seconds["write"]

@@ -92,6 +92,16 @@ def uncertainty_percent(probability: np.ndarray) -> np.ndarray:
     return out
 
 
+def slice_weights(radius: int) -> np.ndarray:
+    """Binomial weights of the slices at distance 0, 1, ..., ``radius`` (a discrete Gaussian).
+
+    ``radius`` 1: ``[2, 1]`` (1/4, 1/2, 1/4 once normalised); 2: ``[6, 4, 1]``.
+    """
+    from math import comb
+
+    return np.array([comb(2 * radius, radius + d) for d in range(radius + 1)], dtype=np.float64)
+
+
 def default_batch_size(size: int) -> int:
     """Slices per forward pass for ``size x size`` input: about a million pixels, 1 to 16.
 
@@ -130,6 +140,11 @@ class Segmenter:
         engine: what runs the network (default: PyTorch eager on ``model``).
         postprocess: rules that clean the label map (default None: labels as the model gave
             them; the CLI turns the built-in rules on).
+        smooth_slices: average every organ's probability over this many neighbouring slices
+            on each side (binomial weights: 1 -> 1/4, 1/2, 1/4) before thresholding, so that
+            neighbouring slices no longer decide alone (0, the default: off; see
+            :func:`slice_weights`). Memory grows by ``2 * smooth_slices`` slices of organ
+            probabilities.
     """
 
     def __init__(
@@ -141,6 +156,7 @@ class Segmenter:
         *,
         engine: Engine | None = None,
         postprocess: PostprocessConfig | None = None,
+        smooth_slices: int = 0,
     ) -> None:
         if batch_size is None:
             batch_size = default_batch_size(info.preprocess.size)
@@ -150,6 +166,9 @@ class Segmenter:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         if model is None and engine is None:
             raise ValueError("a Segmenter needs the model, an engine, or both")
+        if smooth_slices < 0:
+            raise ValueError(f"smooth_slices must be 0 or more, got {smooth_slices}")
+        self.smooth_slices = smooth_slices
         self.model = model.eval() if model is not None else None
         self.info = info
         self.batch_size = batch_size
@@ -185,7 +204,7 @@ class Segmenter:
             precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (OpenVINO; bf16 only after the
                 accuracy check, :mod:`vetseg.inference.precision`).
             say: told once about engine fallbacks and checks (e.g. bf16 refused).
-            **kwargs: ``batch_size``, ``threshold``, ``postprocess``.
+            **kwargs: ``batch_size``, ``threshold``, ``postprocess``, ``smooth_slices``.
         """
         model_dir = resolve_model_dir(Path(path))
         info = read_model_info(model_dir)
@@ -303,6 +322,8 @@ class Segmenter:
             ``(labels, probability)``: uint8 ``[z, y, x]`` each; probability 0..255 for 0..1.
         """
         spacing = self._spacing(spacing_yx)
+        if self.smooth_slices > 0:
+            return self._segment_smoothed(volume, progress, spacing, offset_yx)
         labels = np.zeros(volume.shape, dtype=np.uint8)
         prob = np.zeros(volume.shape, dtype=np.uint8)
         total = volume.shape[0]
@@ -314,6 +335,54 @@ class Segmenter:
                 release=stop == total,
                 offset_yx=offset_yx,
             )
+            if progress is not None:
+                progress(stop, total)
+        return labels, prob
+
+    @torch.inference_mode()
+    def _segment_smoothed(
+        self,
+        volume: np.ndarray,
+        progress: Progress | None,
+        spacing: tuple[float, float],
+        offset_yx: tuple[float, float],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`segment_canonical` with organ probabilities averaged across slices.
+
+        Streams: each slice's probabilities are added, weighted, to the running sums of the
+        slices within ``smooth_slices`` of it; a slice is labelled as soon as its last
+        neighbour has been seen, so at most ``2 * smooth_slices + 1`` sums are held. At the
+        ends of the volume the weights of the slices that exist are renormalised.
+        """
+        weights = slice_weights(self.smooth_slices)
+        radius = self.smooth_slices
+        total = volume.shape[0]
+        labels = np.zeros(volume.shape, dtype=np.uint8)
+        prob = np.zeros(volume.shape, dtype=np.uint8)
+        sums: dict[int, torch.Tensor] = {}
+        weight_sums: dict[int, float] = {}
+        for start in range(0, total, self.batch_size):
+            stop = min(start + self.batch_size, total)
+            batch = volume[start:stop].astype(np.float32)
+            probs = torch.sigmoid(self._logits(batch, spacing, stop == total, offset_yx))
+            for offset in range(stop - start):
+                seen = start + offset
+                for target in range(max(0, seen - radius), min(total, seen + radius + 1)):
+                    weight = float(weights[abs(seen - target)])
+                    if target in sums:
+                        sums[target] += weight * probs[offset]
+                    else:
+                        sums[target] = weight * probs[offset]
+                    weight_sums[target] = weight_sums.get(target, 0.0) + weight
+                done = seen - radius if seen < total - 1 else None
+                ready = range(done, done + 1) if done is not None else range(total)
+                for target in [t for t in ready if t in sums and t >= 0]:
+                    mean = sums.pop(target) / weight_sums.pop(target)
+                    best_prob, best = mean.max(dim=0)
+                    labels[target] = torch.where(
+                        best_prob > self.threshold, best + 1, torch.zeros_like(best)
+                    ).numpy()
+                    prob[target] = torch.round(best_prob * 255.0).to(torch.uint8).numpy()
             if progress is not None:
                 progress(stop, total)
         return labels, prob

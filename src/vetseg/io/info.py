@@ -28,11 +28,13 @@ _CONSTANT_NEIGHBOUR_FRACTION = 0.5
 _AIR_HU = -500.0
 
 
-def describe(path: str | Path) -> dict[str, Any]:
+def describe(path: str | Path, orientation: str | None = None) -> dict[str, Any]:
     """Facts about one scan or label map.
 
     Args:
         path: anything :func:`vetseg.io.image.read_image` reads.
+        orientation: override of the header's direction (``--orientation``); the geometry
+            shown is then the overridden one, and ``orientation_override`` says so.
 
     Returns:
         A JSON-friendly dict: ``path``, ``format``, ``shape`` (array ``[z, y, x]``), ``size``
@@ -41,13 +43,18 @@ def describe(path: str | Path) -> dict[str, Any]:
         ``mean``, ``kind`` (``"label map"``, ``"CT (HU)"`` or ``"image"``), ``kind_reason``,
         and for a label map ``labels`` (one dict per id: ``id``, ``name``, ``voxels``,
         ``volume_ml``) with ``label_names_source``; for DICOM ``series_uid`` and
-        ``series_count``.
+        ``series_count``; ``posture`` (the long-axis check of :mod:`vetseg.io.orientation`:
+        ``extents_mm`` along the canonical slice, row and column axes, ``suggestion``) and
+        ``posture_warning`` (``""`` when the slices cut across the body).
 
     Raises:
         InputError: the file cannot be read (see ``read_image``).
     """
     path = Path(path)
+    from vetseg.io.orientation import apply_orientation_override, check_posture
+
     array, meta = read_image(path)
+    meta = apply_orientation_override(meta, orientation, array.shape)
     size = tuple(int(s) for s in array.shape[::-1])
     info: dict[str, Any] = {
         "path": str(path),
@@ -64,6 +71,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         "max": _number(array.max()) if array.size else None,
         "mean": float(array.mean(dtype=np.float64)) if array.size else None,
     }
+    if orientation is not None:
+        info["orientation_override"] = meta.orientation
     if meta.source_format == "DICOM":
         info["series_uid"] = meta.series_uid
         info["series_count"] = meta.series_count
@@ -72,6 +81,15 @@ def describe(path: str | Path) -> dict[str, Any]:
     kind, reason = _classify(array, counts, meta)
     info["kind"] = kind
     info["kind_reason"] = reason
+    posture = check_posture(array, meta, threshold=0 if kind == "label map" else None)
+    if posture is not None:
+        info["posture"] = {
+            "extents_mm": list(posture.extents_mm),
+            "long_axis_mm": posture.long_axis_mm,
+            "tilt_deg": posture.tilt_deg,
+            "suggestion": posture.suggestion,
+        }
+        info["posture_warning"] = posture.message(str(path))
     if kind == "label map" and counts is not None:
         names, source = _label_names(path, meta, [i for i in counts if i != 0])
         voxel_ml = float(np.prod(meta.spacing)) / 1000.0
@@ -201,6 +219,19 @@ def format_description(d: Mapping[str, Any]) -> str:
         ("origin", ", ".join(f"{v:.2f}" for v in d["origin"]) + " mm (LPS)"),
         ("orientation", f"{d['orientation']} (letters the x, y, z axes point to)"),
     ]
+    if d.get("orientation_override"):
+        rows[-1] = ("orientation", f"{d['orientation']} (given by --orientation, not the header)")
+    posture = d.get("posture")
+    if posture:
+        extents = " x ".join(f"{v:.1f}" for v in posture["extents_mm"])
+        rows.append(
+            (
+                "body extent",
+                f"{extents} mm along slice, row, column axes; long axis "
+                f"{posture['long_axis_mm']:.1f} mm, {posture['tilt_deg']:.0f} deg from the "
+                "slice axis",
+            )
+        )
     if d.get("min") is not None:
         rows.append(
             ("values", f"min {_short(d['min'])}, max {_short(d['max'])}, mean {d['mean']:.4g}")

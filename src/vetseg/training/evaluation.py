@@ -142,6 +142,7 @@ def evaluate(
     *,
     raw: bool = False,
     body_scale: float = 1.0,
+    orientation_override: str | None = None,
 ) -> dict[str, Any]:
     """Dice and HD95 per organ of a model on a labelled dataset, on each scan's own grid.
 
@@ -157,6 +158,7 @@ def evaluate(
             (1: as they are). A human model used zero-shot on an animal gets
             ``1 / vetseg.species.linear_scale(species)``, so that the animal's organs cover as
             many of its pixels as human organs do. HD95 stays in the scan's true mm.
+        orientation_override: ``--orientation`` for every scan of ``data``.
 
     Returns:
         ``{"organs": [...], "per_case": {case: {organ: {"status", "dice", "hd95_mm"}}},
@@ -175,7 +177,7 @@ def evaluate(
     organ_map = organ_map or {o: o for o in segmenter.organs}
     target_organs = tuple(o for o in segmenter.organs if o in organ_map)
     organs_out = [organ_map[o] for o in target_organs]
-    dataset = open_dataset(Path(data), organs=organs_out)
+    dataset = open_dataset(Path(data), organs=organs_out, orientation=orientation_override)
     annotated = annotated_organs(dataset)
     cases = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
     if split != "all":

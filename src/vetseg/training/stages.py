@@ -60,6 +60,7 @@ def prepare_data(
     ratios: tuple[int, int, int] = (8, 1, 1),
     keep_in_train: Sequence[str] | KnownCases = (),
     orientation: str = "LPS",
+    orientation_override: str | None = None,
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
@@ -68,7 +69,8 @@ def prepare_data(
     :func:`vetseg.data.datasets.split_by_case`): names, or :class:`KnownCases`, which match a
     case by its content digest whatever it is called here. ``orientation``: the model's
     canonical orientation (``PreprocessConfig.orientation``): training slices the scans as
-    inference will.
+    inference will. ``orientation_override``: where every scan's array axes point
+    (``--orientation``), overriding the headers of a dataset folder.
 
     The split file records every case's content digest (``"hashes"``).
 
@@ -78,7 +80,10 @@ def prepare_data(
     from vetseg.data.datasets import load_case, open_dataset, read_splits, split_by_case
     from vetseg.data.datasets import write_splits as _write_splits
 
-    dataset = data if hasattr(data, "cases") else open_dataset(Path(data), organs=organs)
+    if hasattr(data, "cases"):
+        dataset = data
+    else:
+        dataset = open_dataset(Path(data), organs=organs, orientation=orientation_override)
     labelled = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
     if not labelled:
         raise InputError(f"{dataset.root}: no labelled case to train on.")
@@ -197,8 +202,12 @@ def train_human(
     *,
     resume: bool = False,
     progress: bool = True,
+    orientation_override: str | None = None,
 ) -> ModelInfo:
-    """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch."""
+    """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch.
+
+    ``orientation_override``: ``--orientation`` for every scan of ``data``.
+    """
     from vetseg.models.human import HumanOrganNet
 
     out = Path(out)
@@ -209,6 +218,7 @@ def train_human(
         config.seed,
         out / "train" / "splits.json",
         orientation=config.preprocess.orientation,
+        orientation_override=orientation_override,
     )
     config = dataclasses.replace(
         config, preprocess=settle_preprocess(config.preprocess, prepared.train)
@@ -247,6 +257,7 @@ def transfer(
     resume: bool = False,
     progress: bool = True,
     ratios: tuple[int, int, int] = (8, 1, 1),
+    orientation_override: str | None = None,
 ) -> ModelInfo:
     """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
 
@@ -273,6 +284,7 @@ def transfer(
             unless a spacing is given.
         size: the tile the network sees (default: the human model's input size).
         species: the animal (default: the dataset's ``species``).
+        orientation_override: ``--orientation`` for every scan of ``data``.
     """
     from vetseg.data.datasets import labelled_organs
     from vetseg.labels import HUMAN_TO_ANIMAL
@@ -296,6 +308,7 @@ def transfer(
         out / "train" / "splits.json",
         ratios,
         orientation=config.preprocess.orientation,
+        orientation_override=orientation_override,
     )
     species = species or prepared.dataset.species
     resolved, rule = resolve_spacing(spacing, human_info.preprocess.spacing, species, prepared)

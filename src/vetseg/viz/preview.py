@@ -25,6 +25,7 @@ from scipy import ndimage
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_path
 from vetseg.io.image import ImageMeta, read_image, read_label, to_canonical
+from vetseg.io.orientation import apply_orientation_override, posture_warning
 from vetseg.labels import CORE_ORGANS
 
 #: Soft-tissue window (W 400 / L 40): organs, fat and muscle apart; lungs black, bone white.
@@ -324,6 +325,8 @@ def save_preview_file(
     out: Path,
     labels: Path | None = None,
     organ_names: Mapping[int, str] | None = None,
+    orientation: str | None = None,
+    warnings: list[str] | None = None,
 ) -> Path:
     """Read a scan (and its label map), render :func:`render_preview`, write a PNG atomically.
 
@@ -336,6 +339,9 @@ def save_preview_file(
         labels: a label map on the scan's voxel grid, or None.
         organ_names: label id -> name for the legend (e.g. a model's organs); default: found
             by :func:`label_names`.
+        orientation: override of the scan header's direction (``--orientation``): the views
+            and their letters follow it, so a user can try codes until the head is up.
+        warnings: when given, the posture warning (if any) is appended to it.
 
     Returns:
         ``out``.
@@ -347,13 +353,17 @@ def save_preview_file(
     scan, out = Path(scan), Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"Cannot write the preview {out}: the file name must end in .png.")
-    ct, meta = read_image(scan)
+    ct, header_meta = read_image(scan)
+    meta = apply_orientation_override(header_meta, orientation, ct.shape)
+    if warnings is not None:
+        warning = posture_warning(ct, meta, str(scan))
+        warnings += [warning] if warning else []
     label_array = None
     names = None
     if labels is not None:
         labels = Path(labels)
         label_array, label_meta = read_label(
-            labels, reference=meta, reference_shape=ct.shape, reference_name=scan
+            labels, reference=header_meta, reference_shape=ct.shape, reference_name=scan
         )
         names = dict(organ_names) if organ_names else label_names(labels, scan, label_meta)
     image = render_preview(ct, meta, label_array, names, title=preview_title(scan, labels))

@@ -155,18 +155,33 @@ def _cached_score(workspace: Workspace, case_id: str, model_id: str) -> float | 
     return None if row is None else float(row[0])
 
 
+def read_case(workspace: Workspace, case_id: str) -> tuple[np.ndarray, Any, Any]:
+    """A case's image, its header geometry and the geometry the model sees.
+
+    The latter is the header's turned by the case's recorded ``--orientation``
+    (:func:`vetseg.io.orientation.apply_orientation_override`); labels are written on the
+    former, so they lie on the case's image in any viewer.
+    """
+    from vetseg.io.image import read_image
+    from vetseg.io.orientation import apply_orientation_override
+
+    case = workspace.case(case_id)
+    volume, meta = read_image(workspace.path(case.image))
+    return volume, meta, apply_orientation_override(meta, case.orientation, volume.shape)
+
+
 def _score_case(workspace: Workspace, segmenter: Any, case_id: str) -> float:
     """The case's uncertainty under the segmenter's model, cached in the database."""
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
-    from vetseg.io.image import read_image, to_canonical
+    from vetseg.io.image import to_canonical
 
     model_id = segmenter.info.model_id
     cached = _cached_score(workspace, case_id, model_id)
     if cached is not None:
         return cached
     pre = segmenter.info.preprocess
-    volume, meta = read_image(workspace.path(workspace.case(case_id).image))
-    canonical, canonical_meta = to_canonical(volume, meta, pre.orientation)
+    volume, _, posed = read_case(workspace, case_id)
+    canonical, canonical_meta = to_canonical(volume, posed, pre.orientation)
     score = uncertainty_score(
         segmenter.model,
         pre,
@@ -197,14 +212,14 @@ def _prelabel_case(
     import shutil
 
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
-    from vetseg.io.image import read_image, to_canonical, write_image
+    from vetseg.io.image import to_canonical, write_image
 
     info = segmenter.info
     organs = workspace.settings.organs
-    volume, meta = read_image(workspace.path(workspace.case(case_id).image))
+    volume, meta, posed = read_case(workspace, case_id)
     score = _cached_score(workspace, case_id, info.model_id)
     if score is None:
-        canonical, canonical_meta = to_canonical(volume, meta, info.preprocess.orientation)
+        canonical, canonical_meta = to_canonical(volume, posed, info.preprocess.orientation)
         score = uncertainty_score(
             segmenter.model,
             info.preprocess,
@@ -213,7 +228,7 @@ def _prelabel_case(
             inplane_spacing(canonical_meta.spacing),
             inplane_offset(canonical_meta),
         )
-    prediction = segmenter.predict(volume, meta)
+    prediction = segmenter.predict(volume, posed)  # the label map keeps the header's grid
     labels = _workspace_ids(info.organs, organs)[prediction.labels]
     names = {i + 1: organ for i, organ in enumerate(organs)}
     folder = workspace.review_dir(case_id)

@@ -164,6 +164,7 @@ def add_scans(
     labels: Sequence[Path] | None = None,
     mapping: str = "vetseg",
     case_ids: Sequence[str] | None = None,
+    orientation: str | None = None,
 ) -> AddResult:
     """Register scans (and, for labelled cases, their labels) in a workspace.
 
@@ -173,16 +174,20 @@ def add_scans(
         labels: one label map per scan, in the same order, or None for unlabelled scans.
         mapping: the label files' id convention (see :func:`label_mapping`).
         case_ids: one id per scan (default: from the file names, see :func:`case_id_for`).
+        orientation: where the scans' array axes point (``--orientation``), recorded per case
+            and used by every later command on it instead of the header; the files are
+            copied unchanged. Given again for a registered case, it replaces the recorded one.
 
     Returns:
         The cases added, those already registered with the same content, and warnings (e.g. a
-        scan whose values do not look like the workspace's intensity window).
+        scan whose values do not look like the workspace's intensity window, or whose body's
+        long axis does not run across the slices).
 
     Raises:
         InputError: any bad scan or label (nothing is registered then).
     """
     with workspace.changing():
-        return _add_scans(workspace, scans, labels, mapping, case_ids)
+        return _add_scans(workspace, scans, labels, mapping, case_ids, orientation)
 
 
 def _add_scans(
@@ -191,7 +196,15 @@ def _add_scans(
     labels: Sequence[Path] | None = None,
     mapping: str = "vetseg",
     case_ids: Sequence[str] | None = None,
+    orientation: str | None = None,
 ) -> AddResult:
+    from vetseg.io.orientation import (
+        apply_orientation_override,
+        parse_orientation,
+        posture_warning,
+    )
+
+    orientation = parse_orientation(orientation)
     scans = [Path(s) for s in scans]
     if not scans:
         raise InputError("no scan given to add.")
@@ -222,15 +235,20 @@ def _add_scans(
                 f"{scan}: 8-bit values 0-255, not Hounsfield units; set window = [0.0, 255.0] "
                 f"in {workspace.root / 'vetseg.toml'} if all scans are like this."
             )
+        posed = apply_orientation_override(meta, orientation, image.shape)
+        warning = posture_warning(image, posed, str(scan), workspace.settings.orientation)
+        warnings += [warning] if warning else []
         checked.append(_Checked(case_id, scan, content_sha256(image, meta), label))
         del image
 
     added: list[str] = []
     already: list[str] = []
     todo: list[_Checked] = []
+    reposed: list[str] = []
     for item in checked:
         existing = workspace.db.execute(
-            "SELECT content_sha256, state FROM cases WHERE case_id = ?", (item.case_id,)
+            "SELECT content_sha256, state, orientation FROM cases WHERE case_id = ?",
+            (item.case_id,),
         ).fetchone()
         if existing is None:
             todo.append(item)
@@ -245,6 +263,13 @@ def _add_scans(
             )
         else:
             already.append(item.case_id)
+            if orientation is not None and existing["orientation"] != orientation:
+                reposed.append(item.case_id)
+                warnings.append(
+                    f"{item.source}: case {item.case_id!r} now uses --orientation "
+                    f"{orientation} (was {existing['orientation'] or 'the header'}); its "
+                    "earlier pre-labels were drawn the old way."
+                )
 
     # Pass 2: files first (atomic), then one transaction; a kill in between leaves files that
     # the re-run writes again and registers.
@@ -278,12 +303,21 @@ def _add_scans(
                 "labelled" if label_rel else "unlabelled",
                 now(),
                 now(),
+                orientation,
             )
         )
         added.append(item.case_id)
-    if rows:
+    if rows or reposed:
         with workspace.transaction():
-            workspace.db.executemany("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            workspace.db.executemany(
+                "INSERT INTO cases (case_id, image, source, content_sha256, label, state, added,"
+                " updated, orientation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            workspace.db.executemany(
+                "UPDATE cases SET orientation = ?, updated = ? WHERE case_id = ?",
+                [(orientation, now(), case_id) for case_id in reposed],
+            )
             workspace.audit(
                 "add",
                 {
@@ -291,6 +325,8 @@ def _add_scans(
                     "labelled": [r[0] for r in rows if r[4]],
                     "mapping": mapping,
                     "sources": [r[2] for r in rows],
+                    "orientation": orientation,
+                    "orientation_changed": reposed,
                 },
             )
     return AddResult(added, already, warnings)

@@ -56,7 +56,8 @@ except ModuleNotFoundError:  # pragma: no cover - Windows: no advisory lock
 CONFIG_NAME = "vetseg.toml"
 DB_NAME = "vetseg.db"
 LOCK_NAME = ".vetseg.lock"
-SCHEMA_VERSION = 1
+#: 2: ``cases.orientation`` (issue 16). Older databases are migrated when opened.
+SCHEMA_VERSION = 2
 STATES: tuple[str, ...] = ("labelled", "unlabelled", "prelabelled", "corrected")
 
 _SCHEMA = """
@@ -70,7 +71,8 @@ CREATE TABLE IF NOT EXISTS cases (
     state TEXT NOT NULL
         CHECK (state IN ('labelled', 'unlabelled', 'prelabelled', 'corrected')),
     added TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    orientation TEXT
 );
 CREATE TABLE IF NOT EXISTS models (
     model_id TEXT PRIMARY KEY,
@@ -287,7 +289,11 @@ def _toml_value(value: Any) -> str:
 # --------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class CaseRecord:
-    """One registered case (paths relative to the workspace)."""
+    """One registered case (paths relative to the workspace).
+
+    ``orientation``: the ``--orientation`` code the case was added with (where its array axes
+    point, overriding its header; see :mod:`vetseg.io.orientation`), or None: the header's.
+    """
 
     case_id: str
     image: str
@@ -297,6 +303,7 @@ class CaseRecord:
     state: str
     added: str
     updated: str
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -430,10 +437,34 @@ class Workspace:
         version = workspace.db.execute(
             "SELECT value FROM info WHERE key = 'schema_version'"
         ).fetchone()
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+        if version is not None and int(version[0]) == 1:
+            workspace._migrate_from_1()
+        elif version is None or int(version[0]) != SCHEMA_VERSION:
             workspace.close()
             raise InputError(f"{root / DB_NAME}: not a vetseg {SCHEMA_VERSION} workspace database.")
         return workspace
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2: add ``cases.orientation`` (None for every case: the header's).
+
+        One SQLite transaction (DDL included), so a kill leaves schema 1 untouched and the next
+        open migrates again; the version is re-read inside it, so two commands opening the
+        workspace at once migrate it once. Older vetseg refuses a schema 2 database rather
+        than ignoring what it cannot read.
+        """
+        with self.transaction():
+            version = self.db.execute(
+                "SELECT value FROM info WHERE key = 'schema_version'"
+            ).fetchone()
+            if int(version[0]) != 1:
+                return
+            columns = {row["name"] for row in self.db.execute("PRAGMA table_info(cases)")}
+            if "orientation" not in columns:
+                self.db.execute("ALTER TABLE cases ADD COLUMN orientation TEXT")
+            self.db.execute(
+                "UPDATE info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            self.audit("migrate", {"schema_version": [1, SCHEMA_VERSION]})
 
     def close(self) -> None:
         """Close the database (and release a lock still held)."""
@@ -618,7 +649,12 @@ class Workspace:
         from vetseg.data.datasets import Case, CaseDataset
 
         cases = tuple(
-            Case(cid, self.path(self.case(cid).image), self.path(label))
+            Case(
+                cid,
+                self.path(self.case(cid).image),
+                self.path(label),
+                orientation=self.case(cid).orientation,
+            )
             for cid, label in sorted(labels.items())
         )
         mapping: dict[int, str | None] = {i + 1: o for i, o in enumerate(self.settings.organs)}
