@@ -398,7 +398,7 @@ def _print_model_summary(info: Any, out: Path) -> None:
     print(
         f"model {info.model_id} written to {out}: best validation mean Dice "
         f"{metrics.get('val_mean_dice', float('nan')):.3f} at epoch {metrics.get('best_epoch')}"
-        + (" (trained on synthetic data)" if info.synthetic_data else "")
+        + (f" (trained on {info.data_note})" if info.data_note else "")
     )
 
 
@@ -667,7 +667,7 @@ def rl_tune_cmd(
         f"model {info.model_id} written to {where} ({status}): validation mean Dice "
         f"{before if before is None else round(before, 3)} -> "
         f"{after if after is None else round(after, 3)}"
-        + (" (trained on synthetic data)" if info.synthetic_data else "")
+        + (f" (trained on {info.data_note})" if info.data_note else "")
     )
 
 

@@ -92,6 +92,17 @@ def test_msd_v1_labels_without_suffix_and_flags(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.labels, expected)
 
 
+def test_msd_real_cases_among_synthetic_ones(tmp_path: Path) -> None:
+    labels = {"background": 0, "liver": 1}
+    mixed = open_dataset(_msd(tmp_path / "mixed", labels, synthetic=True, real_cases=["case_001"]))
+    assert mixed.synthetic and mixed.real_cases == ("case_001",) and mixed.has_real_cases
+    phantoms = open_dataset(_msd(tmp_path / "phantoms", labels, synthetic=True))
+    assert phantoms.real_cases == () and not phantoms.has_real_cases
+    assert open_dataset(_msd(tmp_path / "real", labels)).has_real_cases
+    with pytest.raises(InputError, match="real_cases"):
+        open_dataset(_msd(tmp_path / "bad", labels, synthetic=True, real_cases="case_001"))
+
+
 def test_msd_other_file_ending(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     for sub in ("imagesTr", "labelsTr"):

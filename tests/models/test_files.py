@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def test_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "m" / META_NAME).read_text())
     assert meta["organ_ids"] == {"liver": 1, "spleen": 2}
     assert meta["training"]["split"]["val"] == ["b"]
+
+
+def test_data_note_says_what_the_training_data_was(tmp_path: Path) -> None:
+    model = _tiny_animal().eval()
+    info = _info(model)
+    assert info.data_note == "SYNTHETIC data"
+    mixed = dataclasses.replace(info, real_data=True)
+    save_model(model, tmp_path / "m", mixed)
+    _, loaded = load_model(tmp_path / "m")
+    assert loaded.real_data and loaded.data_note == "synthetic and real data"
+    assert dataclasses.replace(info, synthetic_data=False, real_data=True).data_note == ""
 
 
 def test_half_precision_file_is_smaller_and_close(tmp_path: Path) -> None:

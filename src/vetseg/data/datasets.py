@@ -91,6 +91,8 @@ class CaseDataset:
         synthetic: True when ``dataset.json`` says ``"synthetic": true``.
         species: ``dataset.json``'s ``"species"``, or None.
         orientation: ``--orientation`` for every case without its own (see :class:`Case`).
+        real_cases: in a synthetic dataset, the ids of the cases that are real scans
+            (``dataset.json``'s ``"real_cases"``, e.g. real CT mixed into phantoms).
     """
 
     root: Path
@@ -101,6 +103,12 @@ class CaseDataset:
     synthetic: bool
     species: str | None
     orientation: str | None = None
+    real_cases: tuple[str, ...] = ()
+
+    @property
+    def has_real_cases(self) -> bool:
+        """True when some case is a real scan (all of them unless the dataset is synthetic)."""
+        return not self.synthetic or bool(set(self.real_cases) & set(self.case_ids))
 
     @property
     def case_ids(self) -> list[str]:
@@ -320,7 +328,12 @@ def _open_msd(root: Path, organs: tuple[str, ...]) -> CaseDataset:
         cases.append(Case(case_id, image, label))
     if not cases:
         raise InputError(f"{images_dir}: no images ending in {ending}.")
-    return CaseDataset(root, "msd", tuple(cases), organs, mapping, synthetic, species)
+    real = meta.get("real_cases", [])
+    if not isinstance(real, list) or not all(isinstance(r, str) for r in real):
+        raise InputError(f"{meta_file}: 'real_cases' must be a list of case ids.")
+    return CaseDataset(
+        root, "msd", tuple(cases), organs, mapping, synthetic, species, real_cases=tuple(real)
+    )
 
 
 def _is_totalseg_subject(folder: Path) -> bool:

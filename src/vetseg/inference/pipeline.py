@@ -217,6 +217,7 @@ def build_report(
             "stage": info.stage,
             "species": info.species,
             "synthetic_data": info.synthetic_data,
+            "real_data": info.real_data,
         },
         settings={
             "engine": segmenter.engine.name,
@@ -241,8 +242,8 @@ def save_preview(
     from vetseg.viz.preview import render_preview
 
     title = f"{scan.name}: vetseg model {segmenter.info.model_id}"
-    if segmenter.info.synthetic_data:
-        title += " (trained on SYNTHETIC data)"
+    if segmenter.info.data_note:
+        title += f" (trained on {segmenter.info.data_note})"
     image = render_preview(volume, meta, labels, segmenter.segment_names, title=title)
     with atomic_path(out, suffix=".png") as tmp:
         image.save(tmp, format="PNG")

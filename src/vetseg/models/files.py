@@ -47,6 +47,8 @@ class ModelInfo:
         metrics: validation (and test) figures.
         created: ISO time stamp (UTC).
         synthetic_data: True when any training data was synthetic (phantoms, atlas synthesis).
+        real_data: True when any training data of this stage was a real scan (a human model
+            trained on phantoms plus real CT has both flags).
     """
 
     model_id: str
@@ -60,8 +62,16 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     synthetic_data: bool = False
+    real_data: bool = False
     weights_sha256: str = ""
     weights_dtype: str = "float32"
+
+    @property
+    def data_note(self) -> str:
+        """What the training data was, for titles and summaries ("" for real data only)."""
+        if not self.synthetic_data:
+            return ""
+        return "synthetic and real data" if self.real_data else "SYNTHETIC data"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document written as ``model.json``."""
@@ -81,6 +91,7 @@ class ModelInfo:
             "training": self.training,
             "metrics": self.metrics,
             "synthetic_data": self.synthetic_data,
+            "real_data": self.real_data,
             "weights": WEIGHTS_NAME,
             "weights_sha256": self.weights_sha256,
             "weights_dtype": self.weights_dtype,
@@ -106,6 +117,7 @@ class ModelInfo:
                 metrics=dict(data.get("metrics", {})),
                 created=str(data.get("created", "")),
                 synthetic_data=bool(data.get("synthetic_data", False)),
+                real_data=bool(data.get("real_data", not data.get("synthetic_data", False))),
                 weights_sha256=str(data.get("weights_sha256", "")),
                 weights_dtype=str(data.get("weights_dtype", "float32")),
             )

@@ -758,6 +758,7 @@ def rl_tune(
         training=training,
         metrics=_json_safe(metrics),
         synthetic_data=bool(prepared.dataset.synthetic) or parent.synthetic_data,
+        real_data=prepared.dataset.has_real_cases,
     )
     save_model(tuner.new, out, info)
     return info

@@ -234,6 +234,7 @@ def train_human(
         species=prepared.dataset.species or "human",
         parent=None,
         synthetic_data=bool(prepared.dataset.synthetic),
+        real_data=prepared.dataset.has_real_cases,
         **record,
     )
     save_model(model, out, info)
@@ -348,6 +349,7 @@ def transfer(
         species=species,
         parent=None if from_scratch else human_info.model_id,
         synthetic_data=bool(prepared.dataset.synthetic) or human_info.synthetic_data,
+        real_data=prepared.dataset.has_real_cases,
         **record,
     )
     save_model(model, out, info)
@@ -469,6 +471,7 @@ def refine(
         species=parent.species,
         parent=parent.model_id,
         synthetic_data=bool(prepared.dataset.synthetic) or parent.synthetic_data,
+        real_data=prepared.dataset.has_real_cases,
         **record,
     )
     save_model(model, out, info)
