@@ -26,6 +26,7 @@ import secrets
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,7 @@ def create_app(workspace_path: str | Path, token: str) -> FastAPI:
 
     @app.post("/api/cases/{case_id}/corrections", status_code=201)
     async def save(case_id: str, base_version: int, request: Request) -> Response:
+        started = time.perf_counter()
         files = await run_in_threadpool(files_of, case_id)
         if not files.editable:
             raise _error(409, f"case {case_id} was registered with its label; it is not edited")
@@ -245,7 +247,11 @@ def create_app(workspace_path: str | Path, token: str) -> FastAPI:
             for leftover in (upload, upload.with_suffix(".nii"), upload.with_suffix(".nii.gz")):
                 leftover.unlink(missing_ok=True)
         record = result.record
+        elapsed_ms = 1000 * (time.perf_counter() - started)
         return JSONResponse(
+            # Server-Timing: the page (and benchmarks/review_latency.py) splits a save's latency
+            # into this server part and the browser's export and upload.
+            headers={"Server-Timing": f"save;dur={elapsed_ms:.1f}"},
             status_code=201 if result.new else 200,
             content={
                 "case": case_id,

@@ -1,7 +1,7 @@
 // vetseg review: the queue, a NiiVue viewer with the scan and its label, drawing tools, and
 // Save, which posts the edited label to the server (a new corrected version, never an
 // overwrite). No build step: a plain ES module beside NiiVue's pinned dist file.
-import { Niivue, SHOW_RENDER, SLICE_TYPE } from "/static/vendor/niivue.js";
+import { MULTIPLANAR_TYPE, Niivue, SHOW_RENDER, SLICE_TYPE, cmapper } from "/static/vendor/niivue.js";
 
 // Window presets (level, width) in HU.
 const WINDOWS = { soft: [40, 400], lung: [-600, 1500], bone: [400, 1800] };
@@ -29,7 +29,8 @@ const state = {
   dirty: false,
   redo: [],
   savedThisSession: new Set(),
-  timings: {},
+  timings: {}, // the last case opening (ms)
+  lastSave: null, // the last save: total, browser export, server part (ms), bytes
   busy: false,
 };
 
@@ -58,7 +59,7 @@ async function api(path, options = {}) {
   } catch {
     body = null;
   }
-  return { status: response.status, ok: response.ok, body };
+  return { status: response.status, ok: response.ok, body, headers: response.headers };
 }
 
 // ------------------------------------------------------------------ queue
@@ -139,8 +140,22 @@ function applyColours() {
     table.I.push(organ.id);
     table.labels.push(organ.name);
   }
-  nv.setDrawColormap(table);
+  // nv.setDrawColormap(table) would do, but it re-uploads every volume texture
+  // (updateGLVolume: seconds for a 512 x 512 x 100 scan without a GPU); the drawing's colours
+  // are one row of the colour-map texture, which refreshColormaps rebuilds alone.
+  nv.drawLut = cmapper.makeDrawLut(table);
+  if (nv.gl && nv.volumes.length) nv.refreshColormaps();
   nv.setDrawOpacity(Number($("#opacity").value));
+}
+
+function windowRange(name) {
+  if (name === null) return state.window; // not HU: the workspace's own window
+  const [level, width] = WINDOWS[name];
+  return [level - width / 2, level + width / 2];
+}
+
+function defaultWindow() {
+  return state.window[0] === -1000 && state.window[1] === 1000 ? "soft" : null;
 }
 
 // ------------------------------------------------------------------ case
@@ -162,22 +177,32 @@ async function openCase(caseId) {
     const overlay = { corrected: `version ${body.version}`, prelabel: "pre-label", label: "registered label", none: "no label yet" }[body.overlay];
     $("#case-state").textContent = `${body.state}; showing the ${overlay}` + (body.editable ? "" : " (read-only)");
     const base = `/api/cases/${encodeURIComponent(caseId)}`;
-    await nv.loadVolumes([{ url: `${base}/scan.nii.gz`, colormap: "gray" }]);
+    // The window goes in with the scan: changing it later costs another texture upload.
+    const windowName = defaultWindow();
+    const [calMin, calMax] = windowRange(windowName);
+    await nv.loadVolumes([
+      { url: `${base}/scan.nii.gz`, colormap: "gray", cal_min: calMin, cal_max: calMax },
+    ]);
     const volumesLoaded = performance.now();
     if (body.overlay === "none") {
       nv.createEmptyDrawing();
     } else {
       await nv.loadDrawingFromUrl(`${base}/label.nii.gz`);
     }
+    const labelLoaded = performance.now();
     applyColours();
-    setWindow(state.window[0] === -1000 && state.window[1] === 1000 ? "soft" : null);
+    markWindow(windowName);
     setTool(body.editable ? state.tool : "view");
+    const styled = performance.now();
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
     const shown = performance.now();
     state.timings = {
       case: caseId,
       open_ms: shown - started,
       scan_ms: volumesLoaded - started,
+      label_ms: labelLoaded - volumesLoaded,
+      style_ms: styled - labelLoaded,
+      frames_ms: shown - styled,
       since_navigation_ms: shown,
     };
     $("#save").disabled = !body.editable;
@@ -228,14 +253,12 @@ function setPenSize(size) {
 function setWindow(name) {
   const volume = nv.volumes[0];
   if (!volume) return;
-  if (name === null) {
-    [volume.cal_min, volume.cal_max] = state.window; // not HU: the workspace's own window
-  } else {
-    const [level, width] = WINDOWS[name];
-    volume.cal_min = level - width / 2;
-    volume.cal_max = level + width / 2;
-  }
+  [volume.cal_min, volume.cal_max] = windowRange(name);
   nv.updateGLVolume();
+  markWindow(name);
+}
+
+function markWindow(name) {
   document.querySelectorAll("#windows button").forEach((b) =>
     b.classList.toggle("active", b.dataset.window === name));
 }
@@ -387,12 +410,19 @@ async function save() {
     // NiiVue writes the drawing back in the scan's own voxel order and header.
     const payload = await nv.volumes[0].saveToUint8Array("label.nii.gz", nv.drawBitmap);
     const url = `/api/cases/${encodeURIComponent(current.case)}/corrections?base_version=${current.version}`;
-    const { status, ok, body } = await api(url, {
+    const exported = performance.now();
+    const { status, ok, body, headers } = await api(url, {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream" },
       body: payload,
     });
-    state.timings.save_ms = performance.now() - started;
+    const server = /dur=([\d.]+)/.exec(headers.get("server-timing") ?? "");
+    state.lastSave = {
+      total_ms: performance.now() - started,
+      export_ms: exported - started,
+      server_ms: server ? Number(server[1]) : null,
+      upload_bytes: payload.length,
+    };
     if (!ok) {
       const detail = body?.detail ?? `the server answered ${status}`;
       message(status === 409 ? detail : `not saved: ${detail}`, "error");
@@ -475,6 +505,7 @@ function wire() {
 
 async function main() {
   await nv.attachTo("gl");
+  nv.setMultiplanarLayout(MULTIPLANAR_TYPE.GRID); // 2 x 2: long bodies keep a usable axial tile
   setPenSize(3);
   wire();
   await loadQueue();
