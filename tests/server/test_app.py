@@ -240,8 +240,14 @@ def test_the_server_survives_a_client_that_disconnects_mid_upload(
             + b"\x1f\x8b"
             + b"\0" * 998
         )
-        time.sleep(0.3)  # the server is now waiting for the other 11000 bytes
-    time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not any(live_server.uploads.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The server is receiving: its upload file exists, waiting for the other 11000 bytes.
+        assert len(list(live_server.uploads.iterdir())) == 1
+    deadline = time.monotonic() + 10
+    while any(live_server.uploads.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as sock:
         sock.sendall(
             b"GET /api/cases HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
