@@ -262,3 +262,26 @@ def test_the_server_survives_a_client_that_disconnects_mid_upload(
     assert db_rows(live_server.root, "SELECT count(*) FROM corrections") == [(0,)]
     assert temp_leftovers(live_server.root) == []
     assert list(live_server.uploads.iterdir()) == []
+
+
+def test_a_scan_stored_uncompressed_is_served_as_gzip_nifti(tmp_path: Path) -> None:
+    from tests.workflow.helpers import ORGANS, phantom
+    from vetseg.workflow.register import add_scans
+    from vetseg.workflow.workspace import WorkspaceSettings
+
+    image, _ = phantom(seed=7)
+    meta = ImageMeta(spacing=(0.8, 0.8, 2.0), origin=(1.0, 2.0, 3.0))
+    scan = write_image(image, meta, tmp_path / "plain.nrrd")
+    settings = WorkspaceSettings(species="rabbit", organs=ORGANS, synthetic=True)
+    with Workspace.create(tmp_path / "ws", settings) as ws:
+        add_scans(ws, [scan])
+        assert ws.case("plain").image.endswith(".nrrd")
+    with TestClient(create_app(tmp_path / "ws", TOKEN)) as test_client:
+        served = test_client.get("/api/cases/plain/scan.nii.gz", headers=_auth())
+    assert served.status_code == 200 and served.content[:2] == b"\x1f\x8b"
+    copy = tmp_path / "served.nii.gz"
+    copy.write_bytes(served.content)
+    array, served_meta = read_image(copy)
+    assert np.array_equal(array, image)
+    assert np.allclose(served_meta.spacing, meta.spacing)
+    assert np.allclose(served_meta.origin, meta.origin)
