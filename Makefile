@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean niivue niivue-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# NiiVue for `vetseg review` is committed in src/vetseg/server/static/vendor/ (so clones, wheels
+# and `make test` need no npm); these re-fetch it with `npm ci` from the pinned package-lock.json.
+WEB := src/vetseg/server/web
+
+niivue:
+	$(WEB)/vendor_niivue.sh
+
+niivue-check:
+	$(WEB)/vendor_niivue.sh --check
+
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out $(WEB)/node_modules

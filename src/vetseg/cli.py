@@ -860,6 +860,41 @@ def correct_cmd(
     )
 
 
+@app.command("review")
+@user_errors
+def review_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; e.g. 0.0.0.0 to share on a network."
+    ),
+) -> None:
+    """Review and correct pre-labels in the browser; prints the link (with its access token)."""
+    import uvicorn
+
+    from vetseg.server.app import create_app, new_token
+
+    token = new_token()
+    web_app = create_app(workspace, token)
+    config = uvicorn.Config(web_app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        shown = "127.0.0.1" if host in ("127.0.0.1", "localhost") else host
+        print(f"vetseg review: open http://{shown}:{bound}/?token={token}", flush=True)
+        print("(the token is the key to this workspace; Ctrl+C stops the server)", flush=True)
+
+    original = server.startup
+
+    async def startup(*args: Any, **kwargs: Any) -> None:
+        await original(*args, **kwargs)
+        announce()
+
+    server.startup = startup  # type: ignore[method-assign]
+    server.run()
+
+
 @app.command("status")
 @user_errors
 def status_cmd(

@@ -23,5 +23,9 @@ class LabelMappingError(InputError):
     """A label map holds ids that the organ mapping in use does not know."""
 
 
+class StaleVersionError(InputError):
+    """A correction started from a version that is no longer the newest one of its case."""
+
+
 class ModelFileError(VetsegError):
     """A model file that vetseg will not load (wrong kind, missing parts, mismatched shapes)."""

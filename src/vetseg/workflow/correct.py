@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vetseg.errors import InputError
+from vetseg.errors import InputError, StaleVersionError
 from vetseg.workflow.workspace import CorrectionRecord, Workspace, now
 
 
@@ -62,7 +62,13 @@ def _label_digest(labels: np.ndarray) -> str:
 
 
 def correct(
-    workspace: Workspace, case_id: str, file: Path, mapping: str = "vetseg"
+    workspace: Workspace,
+    case_id: str,
+    file: Path,
+    mapping: str = "vetseg",
+    *,
+    base_version: int | None = None,
+    source: str | None = None,
 ) -> CorrectResult:
     """Import ``file`` as the next corrected version of ``case_id``.
 
@@ -72,6 +78,10 @@ def correct(
         file: the vet's label map (NIfTI, NRRD, ``.seg.nrrd``, MHA).
         mapping: the file's id convention when it carries no segment names (see
             :func:`vetseg.workflow.register.label_mapping`).
+        base_version: the newest version the vet's edit started from (0: none); when given,
+            the import is refused if another version was saved since (``vetseg review``).
+        source: what the audit log records as the label's origin (default: the file's
+            absolute path; the browser review uploads to a temporary file and names itself).
 
     Returns:
         The version recorded. Importing a label identical to the newest version records
@@ -81,6 +91,7 @@ def correct(
         InputError: unknown case, a case registered with its label, an empty label map.
         GridMismatchError: the file is not on the scan's voxel grid.
         LabelMappingError: ids that are no organ of the workspace.
+        StaleVersionError: ``base_version`` is not the newest version any more.
     """
     from vetseg.io.image import read_image, read_label, write_image
     from vetseg.workflow.register import read_workspace_label
@@ -92,6 +103,14 @@ def correct(
             raise InputError(
                 f"case {case_id} was registered with its label ({case.label}); corrections "
                 "are for pre-labelled or unlabelled cases."
+            )
+        # Checked under the workspace lock, before any file is written: a save from a page that
+        # loaded version N must not silently supersede a version N + 1 saved meanwhile.
+        newest = max((v.version for v in workspace.corrections(case_id)), default=0)
+        if base_version is not None and base_version != newest:
+            raise StaleVersionError(
+                f"case {case_id}: version {newest} was saved after this edit started from "
+                f"version {base_version}; nothing was stored."
             )
         image_path = workspace.path(case.image)
         image, meta = read_image(image_path)
@@ -130,7 +149,7 @@ def correct(
             case_id=case_id,
             version=version,
             path=workspace.relative(target),
-            source=str(file.resolve()),
+            source=source if source is not None else str(file.resolve()),
             content_sha256=digest,
             prelabel_id=None if prelabel_record is None else prelabel_record.id,
             changed_voxels=changed,

@@ -128,7 +128,7 @@ def read_workspace_label(
     )
     ids = label_mapping(mapping, organs, meta.names)
     try:
-        return remap_labels(labels.astype(np.int64), ids, organs, source=str(path), strict=True)
+        return remap_labels(labels, ids, organs, source=str(path), strict=True)
     except LabelMappingError as exc:
         if mapping == "vetseg" and not meta.names:
             raise LabelMappingError(
