@@ -18,6 +18,7 @@ from vetseg.training.trainer import (
     Phase,
     Trainer,
     ValidationCase,
+    organ_mean,
     stage_phases,
 )
 
@@ -168,3 +169,32 @@ def test_resume_reaches_the_same_weights(tmp_path: Path) -> None:
     assert resumed.best_epoch == straight.best_epoch
     log = (tmp_path / "resumed" / METRICS_NAME).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4]
+
+
+class _NeverOrganB(TinyNet):
+    """Never draws organ b (its logit is pinned far below zero)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return torch.cat([out[:, :1], torch.full_like(out[:, 1:], -50.0)], dim=1)
+
+
+def test_an_organ_in_no_validation_case_is_recorded_as_null_not_zero(tmp_path: Path) -> None:
+    cases = _val_cases()
+    only_a = [ValidationCase(c.case_id, c.images, (c.labels == 1).long()) for c in cases]
+    torch.manual_seed(0)
+    trainer = Trainer(
+        _NeverOrganB(),
+        ToySlices(),
+        only_a,
+        ("a", "b"),
+        _config(epochs=1, freeze_epochs=0),
+        tmp_path,
+        progress=False,
+    )
+    result = trainer.fit()
+    record = json.loads((tmp_path / METRICS_NAME).read_text().splitlines()[-1])
+    assert record["val_dice"]["b"] is None and isinstance(record["val_dice"]["a"], float)
+    assert record["val_mean_dice"] == pytest.approx(record["val_dice"]["a"])
+    assert result.best_per_organ[1] is None
+    assert organ_mean(np.array([np.nan, 0.5, 1.0])) == pytest.approx(0.75)

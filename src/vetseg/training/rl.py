@@ -669,7 +669,7 @@ def rl_tune(
     from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
     from vetseg.training.progress import make_progress
     from vetseg.training.stages import prepare_data, training_record
-    from vetseg.training.trainer import make_validation_cases, nanmean, validation_dice
+    from vetseg.training.trainer import make_validation_cases, nanmean, organ_mean, validation_dice
 
     config = config or RLConfig()
     check_rl_config(config)
@@ -705,11 +705,11 @@ def rl_tune(
         with open(log_path, "a") as handle:
             handle.write(json.dumps(_json_safe(record)) + "\n")
 
-    def evaluate(step: int) -> tuple[float, list[float]]:
+    def evaluate(step: int) -> tuple[float, list[float | None]]:
         if not val_cases:
             return math.nan, []
         table = validation_dice(tuner.new, val_cases, len(organs))
-        per_organ = [nanmean(table[:, i]) for i in range(len(organs))]
+        per_organ = [organ_mean(table[:, i]) for i in range(len(organs))]
         mean = nanmean(table)
         log(
             {

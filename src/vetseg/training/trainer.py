@@ -144,13 +144,20 @@ def nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else 0.0
 
 
+def organ_mean(values: np.ndarray) -> float | None:
+    """One organ's mean Dice over the cases that score it; None when no case does (the organ is
+    in no validation case): recorded as null, never as a Dice of 0 it did not earn."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
 @dataclass
 class FitResult:
     """Outcome of :meth:`Trainer.fit`; ``model`` holds the selected (best) weights."""
 
     best_epoch: int
     best_dice: float
-    best_per_organ: list[float]
+    best_per_organ: list[float | None]
     extended: bool
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -281,7 +288,7 @@ class Trainer:
                 started = time.perf_counter()
                 train_loss = self._train_epoch(epoch, progress)
                 per_case = validation_dice(self.model, self.val_cases, len(self.organs))
-                per_organ = [nanmean(per_case[:, i]) for i in range(len(self.organs))]
+                per_organ = [organ_mean(per_case[:, i]) for i in range(len(self.organs))]
                 mean_dice = nanmean(per_case)
                 record = {
                     "epoch": epoch + 1,
