@@ -100,6 +100,11 @@ class StageConfig:
         val_slices: validate on at most this many slices, evenly strided through each case
             (None: every slice). Tiled validation of large cases costs minutes per epoch on a
             CPU; a strided subset estimates the same Dice for choosing the epoch.
+        loss: ``"bce_tversky"`` (vetseg, DESIGN section 4) or ``"dice_ce"`` (nnU-Net's Dice +
+            cross-entropy with deep supervision, for the peer baseline).
+        transferred_lr_scale: learning rate of the parts a transfer copies from the human model
+            (``stem`` and ``body``) as a multiple of ``lr``, once they are unfrozen (1: the same
+            rate; below 1 keeps them nearer the human weights).
     """
 
     epochs: int = 10
@@ -117,6 +122,8 @@ class StageConfig:
     seed: int = 0
     num_workers: int = 0
     val_slices: int | None = None
+    loss: str = "bce_tversky"
+    transferred_lr_scale: float = 1.0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -136,6 +143,12 @@ class StageConfig:
             raise InputError("extension epochs must be >= 0 and batch size >= 1.")
         if self.val_slices is not None and self.val_slices < 1:
             raise InputError(f"validation slices must be at least 1, got {self.val_slices}.")
+        if self.loss not in ("bce_tversky", "dice_ce"):
+            raise InputError(f"loss {self.loss!r}: expected 'bce_tversky' or 'dice_ce'.")
+        if not (math.isfinite(self.transferred_lr_scale) and self.transferred_lr_scale > 0):
+            raise InputError(
+                f"transferred_lr_scale must be a positive number, got {self.transferred_lr_scale}."
+            )
 
     @classmethod
     def human(cls, **overrides: Any) -> StageConfig:

@@ -112,3 +112,48 @@ def test_bad_settings_raise(kwargs: dict) -> None:
 def test_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="shape"):
         BCETverskyLoss()(torch.zeros(1, 2, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------- Dice + CE (peer)
+def test_dice_ce_is_nnunets_softmax_loss_with_background_logit_zero() -> None:
+    from vetseg.training.losses import DiceCELoss, organ_index
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.zeros(2, 3, 8, 8)
+    target[:, 0, :3] = 1
+    target[:, 2, 5:, :4] = 1
+    index = organ_index(target)
+    assert index.shape == (2, 8, 8) and set(index.unique().tolist()) == {0, 1, 3}
+    # nnU-Net's formula with an explicit background logit b: subtracting b changes nothing.
+    background = torch.randn(2, 1, 8, 8)
+    full = torch.cat([background, logits + background], dim=1)
+    probs = full.softmax(1)[:, 1:]
+    onehot = F.one_hot(index, 4).movedim(-1, 1)[:, 1:].float()
+    inter, total = (probs * onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
+    dice = ((2 * inter + 1e-5) / (total + 1e-5)).mean()
+    expected = F.cross_entropy(full, index) + 1 - dice
+    assert DiceCELoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dice_ce_rewards_the_right_answer_and_weights_deep_supervision() -> None:
+    from vetseg.training.losses import DiceCELoss, make_loss
+
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 0, :4] = 1
+    target[0, 1, 4:, :4] = 1
+    right = torch.where(target.bool(), SURE, -SURE)
+    wrong = right.flip(1)
+    loss = DiceCELoss()
+    assert loss(right, target).item() < 1e-4
+    assert loss(wrong, target).item() > 1.0
+    assert DiceCELoss.head_weights(3).tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    stacked = torch.stack([right, wrong], dim=1)  # main head right, the coarser one wrong
+    expected = (2 * loss(right, target) + loss(wrong, target)) / 3
+    assert loss(stacked, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="do not fit"):
+        loss(right[:, :1], target)
+    assert isinstance(make_loss("dice_ce"), DiceCELoss)
+    assert isinstance(make_loss("bce_tversky", 0.3, 0.7), BCETverskyLoss)
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("focal")

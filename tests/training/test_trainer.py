@@ -198,3 +198,47 @@ def test_an_organ_in_no_validation_case_is_recorded_as_null_not_zero(tmp_path: P
     assert record["val_mean_dice"] == pytest.approx(record["val_dice"]["a"])
     assert result.best_per_organ[1] is None
     assert organ_mean(np.array([np.nan, 0.5, 1.0])) == pytest.approx(0.75)
+
+
+def test_without_validation_cases_the_last_epoch_is_kept(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(
+        TinyNet(), ToySlices(), [], ("a", "b"), _config(epochs=3, freeze_epochs=1, extend=2),
+        tmp_path, progress=False,
+    )  # fmt: skip
+    result = trainer.fit()
+    assert result.best_epoch == 3 and not result.extended  # nothing to judge: no extension
+    assert np.isnan(result.best_dice)
+    records = [json.loads(line) for line in (tmp_path / METRICS_NAME).read_text().splitlines()]
+    assert [r["val_mean_dice"] for r in records] == [None, None, None]
+    assert records[-1]["val_dice"] == {"a": None, "b": None}
+
+
+def test_transferred_parts_can_learn_at_a_scaled_rate(tmp_path: Path) -> None:
+    from vetseg.training.trainer import make_optimizer
+
+    model = TinyNet()
+    plain = make_optimizer(model, _config())
+    assert len(plain.param_groups) == 1  # the default: one group, as before
+    scaled = make_optimizer(model, _config(transferred_lr_scale=0.1))
+    head, transferred = scaled.param_groups
+    assert head["lr"] == pytest.approx(1e-2) and transferred["lr"] == pytest.approx(1e-3)
+    ids = {id(p) for p in transferred["params"]}
+    assert ids == {id(p) for part in (model.stem, model.body) for p in part.parameters()}
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.head.parameters()}
+    # It trains, and resumes from its checkpoint with both groups.
+    config = _config(epochs=2, freeze_epochs=1, transferred_lr_scale=0.1)
+    _trainer(tmp_path, config).fit()
+    resumed = _trainer(tmp_path, config)
+    resumed.fit(resume=True)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-2, 1e-3])
+
+
+def test_loss_and_lr_scale_settings_are_checked() -> None:
+    from vetseg.errors import InputError
+
+    assert StageConfig().loss == "bce_tversky" and StageConfig().transferred_lr_scale == 1.0
+    with pytest.raises(InputError, match="loss"):
+        StageConfig(loss="focal")
+    with pytest.raises(InputError, match="transferred_lr_scale"):
+        StageConfig(transferred_lr_scale=0.0)

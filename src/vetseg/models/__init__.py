@@ -3,6 +3,7 @@
 - :mod:`vetseg.models.blocks`: ConvModule, cSE / sSE / scSE, the MobileNetV3 inverted residual;
 - :mod:`vetseg.models.human`: :class:`HumanOrganNet` (stem, EfficientNet U-Net body, head);
 - :mod:`vetseg.models.animal`: :class:`AnimalOrganNet` (``from_human``);
+- :mod:`vetseg.models.peer`: :class:`PeerUNet`, the nnU-Net-style DynUNet baseline;
 - :mod:`vetseg.models.factory`: the shared base (parts, freezing) and :func:`build_model`;
 - :mod:`vetseg.models.files`: model folders (safetensors + model.json).
 
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
     from vetseg.models.animal import AnimalOrganNet
     from vetseg.models.factory import SegmentationModel, build_model
     from vetseg.models.human import HumanOrganNet
+    from vetseg.models.peer import PeerUNet
 
-__all__ = ["AnimalOrganNet", "HumanOrganNet", "SegmentationModel", "build_model"]
+__all__ = ["AnimalOrganNet", "HumanOrganNet", "PeerUNet", "SegmentationModel", "build_model"]
 
 _HOMES = {
     "AnimalOrganNet": "vetseg.models.animal",
     "HumanOrganNet": "vetseg.models.human",
+    "PeerUNet": "vetseg.models.peer",
     "SegmentationModel": "vetseg.models.factory",
     "build_model": "vetseg.models.factory",
 }

@@ -88,8 +88,9 @@ def _model_classes() -> dict[str, type[SegmentationModel]]:
     # Imported here: human.py and animal.py import this module for the base class.
     from vetseg.models.animal import AnimalOrganNet
     from vetseg.models.human import HumanOrganNet
+    from vetseg.models.peer import PeerUNet
 
-    return {"HumanOrganNet": HumanOrganNet, "AnimalOrganNet": AnimalOrganNet}
+    return {"HumanOrganNet": HumanOrganNet, "AnimalOrganNet": AnimalOrganNet, "PeerUNet": PeerUNet}
 
 
 def build_model(architecture: dict[str, Any], source: str | Path | None = None) -> nn.Module:

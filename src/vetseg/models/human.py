@@ -161,6 +161,35 @@ class HumanOrganNet(SegmentationModel):
         )
         self.head = nn.Conv2d(self.body.out_channels, self.n_organs, kernel_size=1)
 
+    @classmethod
+    def from_human(cls, human: HumanOrganNet, n_organs: int) -> HumanOrganNet:
+        """The naive fine-tuning baseline: ``human``'s stem and body with a new head.
+
+        No upsampling-fusion, no scSE-MobileNetV3 module: the human architecture itself, its
+        head replaced by a fresh one for ``n_organs`` animal organs. Stem and body (BatchNorm
+        running statistics included) are exact, independent copies; the model is in train
+        mode with nothing frozen (the baseline trains every layer from the first step).
+
+        Args:
+            human: the trained human model.
+            n_organs: animal organs (logit channels of the new head).
+
+        Returns:
+            The model, on the human model's device and dtype.
+        """
+        model = cls(
+            n_organs=n_organs,
+            stem_channels=human.stem_channels,
+            encoder=human.encoder_name,
+            decoder_channels=human.decoder_channels,
+            bn_momentum=human.bn_momentum,
+        )
+        reference = next(human.parameters())
+        model.to(device=reference.device, dtype=reference.dtype)
+        model.stem.load_state_dict(human.stem.state_dict())
+        model.body.load_state_dict(human.body.state_dict())
+        return model
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stem and body features.
 

@@ -1,17 +1,26 @@
-"""Training loss: binary cross-entropy + Tversky loss on per-organ sigmoid outputs.
+"""Training losses: vetseg's BCE + Tversky, and nnU-Net's Dice + cross-entropy for the peer.
 
-The Tversky index of one organ channel is ``TP / (TP + alpha FP + beta FN)`` with soft counts
-from the sigmoid probabilities, summed over the batch and the pixels (DESIGN section 4): alpha
-weights false positives, beta false negatives, so ``beta > alpha`` favours recall, which helps
-small organs. The loss averages ``1 - index`` over the organ channels; a channel empty in both
-target and prediction costs nothing.
+:class:`BCETverskyLoss` (every vetseg stage). The Tversky index of one organ channel is
+``TP / (TP + alpha FP + beta FN)`` with soft counts from the sigmoid probabilities, summed over
+the batch and the pixels (DESIGN section 4): alpha weights false positives, beta false
+negatives, so ``beta > alpha`` favours recall, which helps small organs. The loss averages
+``1 - index`` over the organ channels; a channel empty in both target and prediction costs
+nothing.
+
+:class:`DiceCELoss` (the peer baseline, :mod:`vetseg.models.peer`): nnU-Net's loss, soft Dice
+over the organ channels pooled over the batch plus cross-entropy of a softmax over background
+and organs, with deep supervision. :func:`make_loss` picks one by ``StageConfig.loss``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.losses import TverskyLoss
 from torch import nn
+
+#: ``StageConfig.loss`` values.
+LOSSES: tuple[str, ...] = ("bce_tversky", "dice_ce")
 
 
 class BCETverskyLoss(nn.Module):
@@ -67,3 +76,91 @@ class BCETverskyLoss(nn.Module):
         if self.tversky_weight:
             loss = loss + self.tversky_weight * self.tversky(logits, target)
         return loss
+
+
+def organ_index(target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel class index from exclusive organ masks: 0 background, ``i + 1`` organ ``i``.
+
+    Args:
+        target: ``[B, n_organs, H, W]`` binary masks.
+
+    Returns:
+        ``[B, H, W]`` int64.
+    """
+    ids = torch.arange(1, target.shape[1] + 1, device=target.device).view(1, -1, 1, 1)
+    return (target.to(torch.int64) * ids).amax(dim=1)
+
+
+class DiceCELoss(nn.Module):
+    """nnU-Net's loss: cross-entropy + soft Dice of a softmax over background and organs.
+
+    The model's outputs are organ-against-background logits (:mod:`vetseg.models.peer`): the
+    softmax is taken over ``[0, logits]``, i.e. the background logit is 0, which is nnU-Net's
+    softmax after subtracting the background logit from every class. Dice as nnU-Net's
+    ``MemoryEfficientSoftDiceLoss`` for 2D: organ channels only (no background), counts pooled
+    over the batch, smoothing 1e-5 in numerator and denominator; the loss is ``CE + (1 - Dice)``.
+
+    Deep supervision: an output ``[B, S, n_organs, H, W]`` (S heads, the main one first, all at
+    full size) is scored per head with weights ``1, 1/2, 1/4, ...`` normalised to sum 1.
+
+    Args:
+        smooth: Dice smoothing.
+    """
+
+    def __init__(self, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.smooth = float(smooth)
+
+    @staticmethod
+    def head_weights(count: int) -> torch.Tensor:
+        """Deep-supervision weights ``2**-i`` of ``count`` heads, normalised to sum 1."""
+        weights = torch.tensor([0.5**i for i in range(count)])
+        return weights / weights.sum()
+
+    def _single(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        background = logits.new_zeros((logits.shape[0], 1, *logits.shape[2:]))
+        full = torch.cat([background, logits], dim=1)
+        ce = F.cross_entropy(full, index)
+        probs = torch.softmax(full, dim=1)[:, 1:]
+        truth = F.one_hot(index, full.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+        dims = (0, 2, 3)
+        intersect = (probs * truth).sum(dims)
+        total = probs.sum(dims) + truth.sum(dims)
+        dice = (2.0 * intersect + self.smooth) / (total + self.smooth).clamp_min(1e-8)
+        return ce + (1.0 - dice.mean())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The scalar loss.
+
+        Args:
+            logits: ``[B, n_organs, H, W]``, or ``[B, S, n_organs, H, W]`` with deep supervision.
+            target: ``[B, n_organs, H, W]`` exclusive binary masks.
+
+        Returns:
+            A scalar tensor.
+        """
+        if logits.ndim == 4:
+            logits = logits.unsqueeze(1)
+        if logits.ndim != 5 or logits.shape[:1] + logits.shape[2:] != target.shape:
+            raise ValueError(
+                f"logits {tuple(logits.shape)} do not fit target {tuple(target.shape)}"
+            )
+        index = organ_index(target)
+        weights = self.head_weights(logits.shape[1])
+        return sum(
+            (w * self._single(logits[:, i], index) for i, w in enumerate(weights.tolist())),
+            logits.new_zeros(()),
+        )
+
+
+def make_loss(name: str, tversky_alpha: float = 0.5, tversky_beta: float = 0.5) -> nn.Module:
+    """The training loss by name (``StageConfig.loss``): ``"bce_tversky"`` or ``"dice_ce"``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "bce_tversky":
+        return BCETverskyLoss(tversky_alpha, tversky_beta)
+    if name == "dice_ce":
+        return DiceCELoss()
+    raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

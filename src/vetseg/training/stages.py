@@ -174,7 +174,7 @@ def _fit(
     trainer = Trainer(model, train_set, val_cases, organs, config, train_dir, progress=progress)
     result = trainer.fit(resume=resume)
     metrics = {
-        "val_mean_dice": result.best_dice,
+        "val_mean_dice": result.best_dice if np.isfinite(result.best_dice) else None,
         "val_dice": dict(zip(organs, result.best_per_organ, strict=False)),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
@@ -241,6 +241,12 @@ def train_human(
     return info
 
 
+#: What :func:`transfer` trains: vetseg's method and the baselines it is measured against.
+TRANSFER_METHODS: tuple[str, ...] = ("vetseg", "scratch", "naive", "peer")
+#: Where a transferred model's intensity normalisation comes from (``transfer(intensity=...)``).
+INTENSITY_SOURCES: tuple[str, ...] = ("human", "animal")
+
+
 def transfer(
     human_model: Path,
     data: Path,
@@ -255,6 +261,8 @@ def transfer(
     expand: int = 4,
     attention: str = "scse",
     from_scratch: bool = False,
+    method: str | None = None,
+    intensity: str = "human",
     resume: bool = False,
     progress: bool = True,
     ratios: tuple[int, int, int] = (8, 1, 1),
@@ -262,18 +270,28 @@ def transfer(
 ) -> ModelInfo:
     """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
 
-    With ``from_scratch`` the same architecture starts from random weights (the baseline): no
-    transferred weights and no frozen epochs, but the same organs, pixel spacing and tile size,
-    so that the two compare fairly. ``refine_blocks``, ``expand`` and ``attention`` shape the
-    new scSE-MobileNetV3 module (its blocks, their expansion ratio and attention).
+    ``method`` (default ``"vetseg"``) chooses what is trained, all with the same organs, pixel
+    spacing, tile and training settings, so that they compare fairly:
+
+    - ``"vetseg"``: the method: ``AnimalOrganNet.from_human`` (stem and body copied, upsampling,
+      fusion, scSE-MobileNetV3 module, new head), the body frozen for ``freeze_epochs``;
+    - ``"scratch"`` (also ``from_scratch=True``): the same architecture from random weights, no
+      frozen epochs;
+    - ``"naive"``: naive fine-tuning, ``HumanOrganNet.from_human`` (the human stem and body with
+      a new head, no fusion, no scSE module), every layer trained from the first step;
+    - ``"peer"``: the nnU-Net-style 2D U-Net (:class:`~vetseg.models.peer.PeerUNet`, planned
+      for the tile) from random weights with nnU-Net's Dice + CE loss, no frozen epochs.
+
+    ``refine_blocks``, ``expand`` and ``attention`` shape the scSE-MobileNetV3 module
+    (``"vetseg"`` and ``"scratch"``).
 
     Args:
         human_model: the human model folder.
         data: labelled animal CT (a dataset folder).
         out: the animal model folder to write.
         config: training settings (``config.preprocess.window`` and ``orientation`` are used
-            for a scratch model; a transferred one keeps the human model's window and intensity
-            statistics, which its stem learned).
+            for a model from random weights; a transferred one keeps the human model's window
+            and, by default, its intensity statistics, which its stem learned).
         organs: the organs to train (default: every organ the dataset's labels name, else the
             human model's organs). An organ the human model lacks gets trained from the animal
             labels like any other (the head is new); labelled organs left out are recorded in
@@ -285,13 +303,28 @@ def transfer(
             unless a spacing is given.
         size: the tile the network sees (default: the human model's input size).
         species: the animal (default: the dataset's ``species``).
+        from_scratch: the same as ``method="scratch"``.
+        method: one of :data:`TRANSFER_METHODS`.
+        intensity: a transferred model's intensity normalisation: ``"human"`` (the human
+            model's statistics) or ``"animal"`` (recomputed from the animal training cases'
+            organs, as a model from random weights always does).
         orientation_override: ``--orientation`` for every scan of ``data``.
+
+    Raises:
+        InputError: an unknown method or intensity source, or ``from_scratch`` with another
+            method.
     """
     from vetseg.data.datasets import labelled_organs
     from vetseg.labels import HUMAN_TO_ANIMAL
-    from vetseg.models.animal import AnimalOrganNet
-    from vetseg.models.human import HumanOrganNet
 
+    if from_scratch and method not in (None, "scratch"):
+        raise InputError(f"from_scratch contradicts method {method!r}.")
+    method = "scratch" if from_scratch else (method or "vetseg")
+    if method not in TRANSFER_METHODS:
+        raise InputError(f"method {method!r}: expected one of {', '.join(TRANSFER_METHODS)}.")
+    if intensity not in INTENSITY_SOURCES:
+        raise InputError(f"intensity {intensity!r}: expected 'human' or 'animal'.")
+    transferred = method in ("vetseg", "naive")
     out = Path(out)
     human, human_info = load_model(Path(human_model))
     named = labelled_organs(Path(data))
@@ -299,9 +332,10 @@ def transfer(
     not_trained = [o for o in (named or ()) if o not in organs]
     human_counterparts = {HUMAN_TO_ANIMAL.get(o, o) for o in human_info.organs}
     new_to_human = [o for o in organs if o not in human_counterparts]
-    if from_scratch:
-        human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
+    if method != "vetseg":
         config = dataclasses.replace(config, freeze_epochs=0)
+    if method == "peer":
+        config = dataclasses.replace(config, loss="dice_ce")
     prepared = prepare_data(
         data,
         organs,
@@ -313,33 +347,30 @@ def transfer(
     )
     species = species or prepared.dataset.species
     resolved, rule = resolve_spacing(spacing, human_info.preprocess.spacing, species, prepared)
-    base = config.preprocess if from_scratch else human_info.preprocess
+    base = human_info.preprocess if transferred else config.preprocess
     preprocess = dataclasses.replace(
         base,
         orientation=config.preprocess.orientation,
         size=size or human_info.preprocess.size,
         spacing=resolved,
-        intensity=None if from_scratch else base.intensity,
+        intensity=base.intensity if transferred and intensity == "human" else None,
     )
     if resolved is not None and preprocess.intensity is None:
-        # A legacy human model has no intensity statistics: the animal data give them.
+        # From the animal data: a model from random weights, intensity="animal", or a legacy
+        # human model without statistics.
         preprocess = settle_preprocess(preprocess, prepared.train)
     config = dataclasses.replace(config, preprocess=preprocess)
     torch.manual_seed(config.seed)
-    model = AnimalOrganNet.from_human(
-        human,
-        n_organs=len(organs),
-        refine_blocks=refine_blocks,
-        expand=expand,
-        attention=attention,
-    )
+    model = _method_model(method, human, len(organs), preprocess, refine_blocks, expand, attention)
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
     record["training"].update(
+        method=method,
         spacing_rule=rule,
+        intensity_source="human" if transferred and intensity == "human" else "animal",
         organs_new_to_human=new_to_human,
         organs_not_trained=not_trained,
     )
-    stage = "scratch" if from_scratch else "transfer"
+    stage = {"vetseg": "transfer"}.get(method, method)
     info = ModelInfo(
         model_id=new_model_id(stage),
         architecture=model.architecture(),
@@ -347,13 +378,39 @@ def transfer(
         preprocess=config.preprocess,
         stage=stage,
         species=species,
-        parent=None if from_scratch else human_info.model_id,
+        parent=human_info.model_id if transferred else None,
         synthetic_data=bool(prepared.dataset.synthetic) or human_info.synthetic_data,
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
     save_model(model, out, info)
     return info
+
+
+def _method_model(
+    method: str,
+    human: Any,
+    n_organs: int,
+    preprocess: PreprocessConfig,
+    refine_blocks: int,
+    expand: int,
+    attention: str,
+) -> torch.nn.Module:
+    """The untrained network of a :func:`transfer` method (seed the RNG first)."""
+    from vetseg.models.animal import AnimalOrganNet
+    from vetseg.models.human import HumanOrganNet
+    from vetseg.models.peer import PeerUNet
+
+    if method == "peer":
+        return PeerUNet.planned(n_organs, preprocess.size, preprocess.spacing)
+    if method == "naive":
+        return HumanOrganNet.from_human(human, n_organs)
+    if method == "scratch":
+        # The same architecture with random weights, drawn after seeding (reproducible).
+        human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
+    return AnimalOrganNet.from_human(
+        human, n_organs=n_organs, refine_blocks=refine_blocks, expand=expand, attention=attention
+    )
 
 
 def resolve_spacing(
@@ -478,4 +535,13 @@ def refine(
     return info
 
 
-__all__ = ["evaluate", "prepare_data", "refine", "train_human", "transfer", "validation_dice"]
+__all__ = [
+    "INTENSITY_SOURCES",
+    "TRANSFER_METHODS",
+    "evaluate",
+    "prepare_data",
+    "refine",
+    "train_human",
+    "transfer",
+    "validation_dice",
+]

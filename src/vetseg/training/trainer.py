@@ -1,10 +1,12 @@
 """One short training loop for every stage: human model, transfer, refine rounds.
 
 A stage is a list of phases (``Phase(epochs=50, frozen=("body",))`` then ``Phase(epochs=50)``),
-Adam with the stage's learning rate and weight decay, BCE + Tversky loss, validation Dice per
-organ after every epoch, and the selection rule of DESIGN section 4: the best validation Dice
-among the selectable epochs (the unfrozen ones when some were frozen), with ``extend`` more
-epochs when that best stays under the threshold.
+Adam with the stage's learning rate and weight decay (the transferred parts optionally at a
+scaled rate), the stage's loss (BCE + Tversky; Dice + CE for the peer baseline), validation Dice
+per organ after every epoch, and the selection rule of DESIGN section 4: the best validation
+Dice among the selectable epochs (the unfrozen ones when some were frozen), with ``extend`` more
+epochs when that best stays under the threshold. Without any validation case the last epoch is
+kept.
 
 Every epoch ends with one atomic checkpoint file (safetensors; its JSON state lives in the
 file's metadata, so weights and bookkeeping can never disagree). Every random draw of an epoch
@@ -52,6 +54,34 @@ def stage_phases(config: StageConfig, frozen_parts: tuple[str, ...] = ("body",))
     if config.epochs - config.freeze_epochs:
         phases.append(Phase(config.epochs - config.freeze_epochs, (), "unfrozen"))
     return phases
+
+
+#: The parts a transfer copies from the human model (``StageConfig.transferred_lr_scale``).
+TRANSFERRED_PARTS: tuple[str, ...] = ("stem", "body")
+
+
+def make_optimizer(model: nn.Module, config: StageConfig) -> torch.optim.Optimizer:
+    """Adam at ``config.lr``; the transferred parts at ``lr * transferred_lr_scale``.
+
+    One parameter group unless the scale differs from 1 and the model has such parts, so that
+    the optimiser state (and checkpoints) of every other run are as before.
+    """
+    scaled = [
+        name
+        for name in TRANSFERRED_PARTS
+        if config.transferred_lr_scale != 1.0 and isinstance(getattr(model, name, None), nn.Module)
+    ]
+    if not scaled:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inner = {id(p) for name in scaled for p in getattr(model, name).parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in inner], "lr": config.lr},
+        {
+            "params": [p for name in scaled for p in getattr(model, name).parameters()],
+            "lr": config.lr * config.transferred_lr_scale,
+        },
+    ]
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 @dataclass
@@ -190,7 +220,7 @@ class Trainer:
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        from vetseg.training.losses import BCETverskyLoss
+        from vetseg.training.losses import make_loss
 
         self.model = model
         self.train_set = train_set
@@ -201,10 +231,8 @@ class Trainer:
         self.phases = phases if phases is not None else stage_phases(config)
         self.progress = progress
         self.on_epoch = on_epoch
-        self.loss_fn = BCETverskyLoss(config.tversky_alpha, config.tversky_beta)
-        self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.loss_fn = make_loss(config.loss, config.tversky_alpha, config.tversky_beta)
+        self.optimizer = make_optimizer(model, config)
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = -1
@@ -289,7 +317,9 @@ class Trainer:
                 train_loss = self._train_epoch(epoch, progress)
                 per_case = validation_dice(self.model, self.val_cases, len(self.organs))
                 per_organ = [organ_mean(per_case[:, i]) for i in range(len(self.organs))]
-                mean_dice = nanmean(per_case)
+                # No validation case (a single labelled case): nothing to select on, so every
+                # selectable epoch replaces the last and the final one is kept; Dice is null.
+                mean_dice = nanmean(per_case) if self.val_cases else None
                 record = {
                     "epoch": epoch + 1,
                     "phase": self._phase_of(epoch).name,
@@ -300,8 +330,10 @@ class Trainer:
                     "selectable": self._selectable(epoch),
                     "seconds": round(time.perf_counter() - started, 2),
                 }
-                if record["selectable"] and mean_dice > self.best_dice:
-                    self.best_dice, self.best_epoch = mean_dice, epoch + 1
+                better = mean_dice is None or mean_dice > self.best_dice
+                if record["selectable"] and better:
+                    self.best_dice = -math.inf if mean_dice is None else mean_dice
+                    self.best_epoch = epoch + 1
                     self.best_state = copy.deepcopy(self.model.state_dict())
                 record["best_epoch"] = self.best_epoch
                 self.history.append(record)
@@ -310,6 +342,7 @@ class Trainer:
                     epoch == self.scheduled_epochs
                     and not self.extended
                     and self.config.extend > 0
+                    and self.val_cases
                     and self.best_dice < self.config.threshold
                 ):
                     self.extended = True
@@ -321,7 +354,11 @@ class Trainer:
                 self._save_checkpoint(epoch)
                 progress.console.print(
                     f"epoch {record['epoch']:>3} {record['phase']:<8} loss {train_loss:.4f}  "
-                    f"val Dice {mean_dice:.3f}  (best {self.best_dice:.3f} @ {self.best_epoch})"
+                    + (
+                        f"val Dice {mean_dice:.3f}  (best {self.best_dice:.3f} @ {self.best_epoch})"
+                        if mean_dice is not None
+                        else "no validation case: the last epoch is kept"
+                    )
                 )
                 if self.on_epoch is not None:
                     self.on_epoch(record)
@@ -332,7 +369,7 @@ class Trainer:
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
         return FitResult(
             best_epoch=self.best_epoch,
-            best_dice=float(self.best_dice),
+            best_dice=float(self.best_dice) if self.val_cases else math.nan,
             best_per_organ=list(best["val_dice"].values()) if best else [],
             extended=self.extended,
             history=list(self.history),
