@@ -143,6 +143,7 @@ def evaluate(
     raw: bool = False,
     body_scale: float = 1.0,
     orientation_override: str | None = None,
+    engine: str = "torch",
 ) -> dict[str, Any]:
     """Dice and HD95 per organ of a model on a labelled dataset, on each scan's own grid.
 
@@ -159,6 +160,9 @@ def evaluate(
             ``1 / vetseg.species.linear_scale(species)``, so that the animal's organs cover as
             many of its pixels as human organs do. HD95 stays in the scan's true mm.
         orientation_override: ``--orientation`` for every scan of ``data``.
+        engine: the inference engine (:meth:`Segmenter.load`): ``"torch"``, or ``"onnx"``
+            (ONNX Runtime fp32 on the folder's ``model.onnx`` or an export made now; several
+            times faster on a CPU, the same labels up to float rounding).
 
     Returns:
         ``{"organs": [...], "per_case": {case: {organ: {"status", "dice", "hd95_mm"}}},
@@ -173,7 +177,9 @@ def evaluate(
     from vetseg.inference.postprocess import PostprocessConfig
     from vetseg.inference.segmenter import Segmenter
 
-    segmenter = Segmenter.load(model_path, postprocess=None if raw else PostprocessConfig())
+    segmenter = Segmenter.load(
+        model_path, engine=engine, postprocess=None if raw else PostprocessConfig()
+    )
     organ_map = organ_map or {o: o for o in segmenter.organs}
     target_organs = tuple(o for o in segmenter.organs if o in organ_map)
     organs_out = [organ_map[o] for o in target_organs]
@@ -216,6 +222,7 @@ def evaluate(
         "body_scale": body_scale,
         "split": split,
         "postprocess": not raw,
+        "engine": engine,
         "organs": organs_out,
         "per_case": {
             cid: {o: s.to_json() for o, s in scores.items()} for cid, scores in per_case.items()
