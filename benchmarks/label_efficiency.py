@@ -583,6 +583,14 @@ REMEDIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+def remedy(name: str, base: Any) -> tuple[Any, dict[str, Any]]:
+    """The training settings and ``transfer`` options of a remedy variant, from ``base``."""
+    changes, options = REMEDIES[name]
+    if changes.get("freeze_epochs") == -1:
+        changes = {**changes, "freeze_epochs": base.epochs - 1}
+    return dataclasses.replace(base, **changes), dict(options)
+
+
 def run_remedies(
     sweep: Sweep, setting: str, k: int, seed: int, variants: Sequence[str]
 ) -> dict[str, Any]:
@@ -596,17 +604,14 @@ def run_remedies(
     rows: dict[str, Any] = {}
     store = sweep.report.setdefault("remedies", {}).setdefault(f"{setting}/k{k}/seed{seed}", {})
     for name in variants:
-        changes, options = REMEDIES[name]
         if name in store.get("variants", {}):
             rows[name] = store["variants"][name]
             continue
-        if changes.get("freeze_epochs") == -1:
-            changes = {**changes, "freeze_epochs": cfg.epochs - 1}
+        config, options = remedy(name, base)
         folder = sweep.work / setting / "remedies" / f"k{k}_seed{seed}" / name.replace(" ", "_")
-        config = dataclasses.replace(base, **changes)
         rows[name] = {
             **train_method(sweep, data, "transfer", folder, split, config=config, **options),
-            "changes": {**changes, **options},
+            "changes": {**REMEDIES[name][0], **options},
         }
         store.setdefault("variants", {})[name] = rows[name]
         sweep.save()
