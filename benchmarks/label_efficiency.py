@@ -319,7 +319,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def calibrate() -> dict[str, float]:
-    """Speed of this machine on a fixed workload, to compare timings across machines: PyTorch
+    """Speed of this machine on a fixed workload, to compare timings across machines (taken at
+    the start and the end of a session): PyTorch
     eval of the animal model (random weights) on 4 slices of 512 x 512, as
     ``benchmarks/speed.py`` measured it on a dedicated 2-core machine (0.91 slices/s,
     ``benchmarks/results/speed.json``, 2026-12-03)."""
@@ -906,6 +907,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"chosen on validation: {result['chosen_on_validation']}")
         return
     run_sweep(sweep, args.time_limit)
+    # Again at the end: on a shared machine the speed changes during a run.
+    sweep.report["calibration"].append(calibrate())
     sweep.report.setdefault("timings", {})[f"session_{len(sweep.report['timings'])}_s"] = round(
         time.perf_counter() - t0, 1
     )

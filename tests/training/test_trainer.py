@@ -215,7 +215,7 @@ def test_without_validation_cases_the_last_epoch_is_kept(tmp_path: Path) -> None
 
 
 def test_transferred_parts_can_learn_at_a_scaled_rate(tmp_path: Path) -> None:
-    from vetseg.training.trainer import make_optimizer
+    from vetseg.training.optim import make_optimizer
 
     model = TinyNet()
     plain = make_optimizer(model, _config())

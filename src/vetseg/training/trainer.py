@@ -56,34 +56,6 @@ def stage_phases(config: StageConfig, frozen_parts: tuple[str, ...] = ("body",))
     return phases
 
 
-#: The parts a transfer copies from the human model (``StageConfig.transferred_lr_scale``).
-TRANSFERRED_PARTS: tuple[str, ...] = ("stem", "body")
-
-
-def make_optimizer(model: nn.Module, config: StageConfig) -> torch.optim.Optimizer:
-    """Adam at ``config.lr``; the transferred parts at ``lr * transferred_lr_scale``.
-
-    One parameter group unless the scale differs from 1 and the model has such parts, so that
-    the optimiser state (and checkpoints) of every other run are as before.
-    """
-    scaled = [
-        name
-        for name in TRANSFERRED_PARTS
-        if config.transferred_lr_scale != 1.0 and isinstance(getattr(model, name, None), nn.Module)
-    ]
-    if not scaled:
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    inner = {id(p) for name in scaled for p in getattr(model, name).parameters()}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in inner], "lr": config.lr},
-        {
-            "params": [p for name in scaled for p in getattr(model, name).parameters()],
-            "lr": config.lr * config.transferred_lr_scale,
-        },
-    ]
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
 @dataclass
 class ValidationCase:
     """One validation case on the model grid: slices ``[z, 1, H, W]``, labels ``[z, H, W]``.
@@ -221,6 +193,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         from vetseg.training.losses import make_loss
+        from vetseg.training.optim import make_optimizer
 
         self.model = model
         self.train_set = train_set
