@@ -24,12 +24,12 @@ The k labelled cases are drawn per (k, seed) from a pool of labelled cases; one 
 validates (epoch selection) when k >= 3, and with k = 1 the last epoch is kept. Every method of
 a (k, seed) cell gets the same split. The correction round pre-labels ``per_round`` other pool
 cases. The held-out test cases are never trained or selected on. To keep the sweep within its
-time budget every case is thinned to every ``pool_stride``-th (pool) or ``test_stride``-th
-(test) axial slice: the networks are 2D, so this samples slices (neighbours 1.8 mm apart in a
-phantom are near copies) and changes no prediction; post-processing still runs in 3D. Full
-volumes cost most where the workflow runs inference on whole cases in PyTorch (pre-labels,
-the round's and RL's validation). Evaluation: ``vetseg evaluate`` (post-processed, as
-``segment`` writes) on ONNX Runtime fp32.
+time budget every case is thinned to about ``pool_slices`` (pool) or ``test_slices`` (test)
+axial slices spread evenly over it (every s-th slice): the networks are 2D, so this samples
+slices (neighbours 1.8 mm apart in a phantom, 0.27 mm in a mouse, are near copies) and changes
+no prediction; post-processing still runs in 3D. Full volumes cost most where the workflow
+runs inference on whole cases in PyTorch (pre-labels, the round's and RL's validation).
+Evaluation: ``vetseg evaluate`` (post-processed, as ``segment`` writes) on ONNX Runtime fp32.
 
 Settings: (a) ``rabbit``: vetseg's rabbit phantoms, 7 organs; (b) ``mouse``: mice synthesised
 from the real Digimouse atlas (../shared/data/mouse/digimouse), every organ it labels that
@@ -95,9 +95,9 @@ class SweepConfig:
         seeds: one run per seed (split, sampling and initialisation).
         pool: labelled cases the k are drawn from (also the unlabelled pool of the round).
         held_out: held-out test cases per setting (fixed).
-        pool_stride: the pool's cases keep every this many axial slices (rabbit phantoms are
-            drawn at 1.8 mm, Digimouse mice at 0.27 mm).
-        test_stride: the test cases keep every this many axial slices.
+        pool_slices: the pool's cases are thinned to about this many axial slices (a rabbit
+            phantom has 128 at 1.8 mm, a Digimouse mouse 177 at 0.27 mm).
+        test_slices: the test cases likewise.
         tile: input size of every network (pixels).
         epochs, freeze_epochs, steps, batch, lr: the training budget of every trained method
             (``freeze_epochs`` applies to vetseg transfer only).
@@ -111,28 +111,28 @@ class SweepConfig:
     ks: tuple[int, ...] = (1, 3, 5, 10)
     seeds: tuple[int, ...] = (0, 1, 2)
     pool: int = 13
-    held_out: int = 4
-    pool_stride: int = 2
-    test_stride: int = 4
+    held_out: int = 3
+    pool_slices: int = 36
+    test_slices: int = 18
     tile: int = 96
-    epochs: int = 4
-    freeze_epochs: int = 2
-    steps: int = 15
+    epochs: int = 3
+    freeze_epochs: int = 1
+    steps: int = 14
     batch: int = 8
     lr: float = 1e-3
-    val_slices: int = 32
-    per_round: int = 3
+    val_slices: int = 24
+    per_round: int = 2
     refine_epochs: int = 2
     refine_freeze: int = 1
-    refine_steps: int = 8
-    rl_steps: int = 6
+    refine_steps: int = 6
+    rl_steps: int = 4
     rl_lr: float = 1e-5
 
     @classmethod
     def quick(cls) -> SweepConfig:
         """A reduced sweep for a few minutes: k 1 and 5, one seed, a tiny budget."""
         return cls(
-            ks=(1, 5), seeds=(0,), pool=8, held_out=2, pool_stride=4, test_stride=8, tile=64,
+            ks=(1, 5), seeds=(0,), pool=8, held_out=2, pool_slices=24, test_slices=12, tile=64,
             epochs=2,
             freeze_epochs=1, steps=4, batch=4, val_slices=8, per_round=2, refine_epochs=2,
             refine_freeze=1, refine_steps=2, rl_steps=2,
@@ -178,17 +178,21 @@ def _make(setting: str, out: Path, cases: int, seed: int) -> None:
         synthesize_dataset(DIGIMOUSE, out, cases, seed=seed, organs=HUMAN_ORGANS)
 
 
-def thin_dataset(source: Path, out: Path, stride: int) -> None:
-    """Copy a labelled dataset keeping every ``stride``-th axial slice (canonical orientation)."""
+def thin_dataset(source: Path, out: Path, slices: int) -> None:
+    """Copy a labelled dataset keeping every s-th axial slice (canonical orientation), s chosen
+    per case to leave about ``slices`` slices: ``max(1, round(n / slices))``."""
     from vetseg.data.datasets import labelled_organs, load_case, open_dataset
     from vetseg.data.phantoms.dataset import write_msd_dataset
 
     organs = labelled_organs(source)
     dataset = open_dataset(source, organs=organs)
 
+    strides: dict[str, int] = {}
+
     def cases() -> Any:
         for case in dataset.cases:
             loaded = load_case(dataset, case)
+            stride = strides[case.case_id] = max(1, round(loaded.image.shape[0] / slices))
             meta = loaded.canonical_meta
             spacing = (*meta.spacing[:2], meta.spacing[2] * stride)
             thinned = dataclasses.replace(meta, spacing=spacing)
@@ -197,7 +201,8 @@ def thin_dataset(source: Path, out: Path, stride: int) -> None:
     info = {
         "species": dataset.species,
         "synthetic": True,
-        "description": f"{source.name}: every {stride}th axial slice (held-out test set)",
+        "description": f"{source.name} thinned to about {slices} axial slices per case",
+        "slice_strides": strides,  # filled while the cases are written
     }
     write_msd_dataset(out, cases(), organs, info)
 
@@ -206,17 +211,17 @@ def setting_data(setting: str, config: SweepConfig, work: Path) -> SettingData:
     """The setting's datasets, written once into ``work`` (seeded; the test set is fixed)."""
     if setting == "mouse" and not DIGIMOUSE.is_file():
         raise SystemExit(f"{DIGIMOUSE}: the Digimouse atlas is needed for the mouse setting.")
-    pool = work / setting / f"pool_{config.pool}_every{config.pool_stride}"
-    test = work / setting / f"test_{config.held_out}_every{config.test_stride}"
-    for folder, cases, seed, stride in (
-        (pool, config.pool, 1, config.pool_stride),
-        (test, config.held_out, 1000, config.test_stride),
+    pool = work / setting / f"pool_{config.pool}_{config.pool_slices}sl"
+    test = work / setting / f"test_{config.held_out}_{config.test_slices}sl"
+    for folder, cases, seed, slices in (
+        (pool, config.pool, 1, config.pool_slices),
+        (test, config.held_out, 1000, config.test_slices),
     ):
         if not (folder / "dataset.json").is_file():
-            whole = work / setting / f"{folder.name.split('_every')[0]}_whole"
+            whole = work / setting / f"{folder.name.rsplit('_', 1)[0]}_whole"
             if not (whole / "dataset.json").is_file():
                 _make(setting, whole, cases, seed=seed)
-            thin_dataset(whole, folder, stride)
+            thin_dataset(whole, folder, slices)
     species = "rabbit" if setting == "rabbit" else "mouse"
     description = (
         "vetseg rabbit phantoms (SYNTHETIC)"
@@ -532,8 +537,12 @@ def run_sweep(sweep: Sweep, time_limit_min: float | None) -> None:
             "species": data.species,
             "pool": case_ids(data.pool),
             "test": case_ids(data.test),
-            "pool_stride": cfg.pool_stride,
-            "test_stride": cfg.test_stride,
+            "pool_slice_strides": json.loads((data.pool / "dataset.json").read_text()).get(
+                "slice_strides"
+            ),
+            "test_slice_strides": json.loads((data.test / "dataset.json").read_text()).get(
+                "slice_strides"
+            ),
         }
         if f"{setting}/zero-shot" not in sweep.runs:
             sweep.record(f"{setting}/zero-shot", zero_shot(sweep, data), todo)
@@ -825,7 +834,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n")[0],
         epilog=(
             f"Full sweep: k {full.ks}, seeds {full.seeds}, {full.held_out} held-out cases per "
-            f"setting (every {full.test_stride}th slice), {full.tile} px tiles, "
+            f"setting (about {full.test_slices} slices each), {full.tile} px tiles, "
             f"{full.train_steps} steps of {full.batch} slices per trained method, a round of "
             f"{full.refine_epochs * full.refine_steps} steps, {full.rl_steps} RL steps. "
             "Estimated at about 80-90 min on 2 dedicated CPU cores (from the quick run's "
