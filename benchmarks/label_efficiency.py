@@ -530,28 +530,31 @@ def run_sweep(sweep: Sweep, time_limit_min: float | None) -> None:
         if key not in sweep.runs
     )
     print(f"{todo} runs to do ({len(sweep.runs)} already in {sweep.out})", flush=True)
+    found: dict[str, tuple[SettingData, list[str]]] = {}
     for setting in cfg.settings:
         data = setting_data(setting, cfg, sweep.work)
+        found[setting] = data, case_ids(data.pool)
         sweep.report.setdefault("data", {})[setting] = {
             "description": data.description,
             "species": data.species,
             "pool": case_ids(data.pool),
             "test": case_ids(data.test),
-            "pool_slice_strides": json.loads((data.pool / "dataset.json").read_text()).get(
-                "slice_strides"
-            ),
-            "test_slice_strides": json.loads((data.test / "dataset.json").read_text()).get(
-                "slice_strides"
-            ),
+            "pool_slice_strides": _strides(data.pool),
+            "test_slice_strides": _strides(data.test),
         }
         if f"{setting}/zero-shot" not in sweep.runs:
             sweep.record(f"{setting}/zero-shot", zero_shot(sweep, data), todo)
-        ids = case_ids(data.pool)
-        for k in cfg.ks:
-            for seed in cfg.seeds:
+    # Seed by seed: a sweep stopped by --time-limit holds whole seeds of every k and setting.
+    for seed in cfg.seeds:
+        for data, ids in found.values():
+            for k in cfg.ks:
                 if _out_of_time(sweep, time_limit_min):
                     return
                 run_cell(sweep, data, ids, k, seed, todo)
+
+
+def _strides(folder: Path) -> Any:
+    return json.loads((folder / "dataset.json").read_text()).get("slice_strides")
 
 
 def _out_of_time(sweep: Sweep, limit_min: float | None) -> bool:
