@@ -839,13 +839,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"Full sweep: k {full.ks}, seeds {full.seeds}, {full.held_out} held-out cases per "
             f"setting (about {full.test_slices} slices each), {full.tile} px tiles, "
             f"{full.train_steps} steps of {full.batch} slices per trained method, a round of "
-            f"{full.refine_epochs * full.refine_steps} steps, {full.rl_steps} RL steps. "
-            "Estimated at about 80-90 min on 2 dedicated CPU cores (from the quick run's "
-            "timings; an estimate, not a measurement)."
+            f"{full.refine_epochs * full.refine_steps} steps, {full.rl_steps} RL steps: 24 "
+            "cells. ESTIMATED at 75-90 min on 2 CPU cores (one rabbit and one mouse cell at "
+            "this budget took about 170 s and 215 s where the shared machine was quiet; the "
+            "whole sweep was not timed). --time-limit 85 starts no cell after 85 min; the same "
+            "command then resumes it."
         ),
     )
     parser.add_argument("--quick", action="store_true", help="reduced sweep (a few minutes)")
     parser.add_argument("--settings", nargs="+", choices=("rabbit", "mouse"), default=None)
+    parser.add_argument("--ks", nargs="+", type=int, default=None, help="instead of the config's")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="likewise")
     parser.add_argument("--human-model", type=Path, default=None,
                         help="human model (default: the one vetseg ships)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="data and models (cached)")
@@ -881,6 +885,10 @@ def main(argv: list[str] | None = None) -> None:
     config = SweepConfig.quick() if args.quick else SweepConfig()
     if args.settings:
         config = dataclasses.replace(config, settings=tuple(args.settings))
+    if args.ks:
+        config = dataclasses.replace(config, ks=tuple(args.ks))
+    if args.seeds:
+        config = dataclasses.replace(config, seeds=tuple(args.seeds))
     suffix = "_quick" if args.quick else ""
     out = args.out or RESULTS / f"label_efficiency{suffix}.json"
     work = args.work or ROOT / "runs" / f"label_efficiency{suffix}"
