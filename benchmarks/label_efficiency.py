@@ -624,7 +624,10 @@ def run_remedies(
         folder = sweep.work / setting / "remedies" / f"k{k}_seed{seed}" / name.replace(" ", "_")
         rows[name] = {
             **train_method(sweep, data, "transfer", folder, split, config=config, **options),
-            "changes": {**REMEDIES[name][0], **options},
+            "changes": {
+                **{k: getattr(config, k) for k in REMEDIES[name][0]},
+                **options,
+            },
         }
         store.setdefault("variants", {})[name] = rows[name]
         sweep.save()
