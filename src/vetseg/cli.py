@@ -466,6 +466,10 @@ def _organ_list(text: str | None) -> tuple[str, ...] | None:
 
 
 def _print_model_summary(info: Any, out: Path) -> None:
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 speaks for the run
     metrics = info.metrics
     print(
         f"model {info.model_id} written to {out}: best validation mean Dice "
@@ -1031,8 +1035,14 @@ def refine_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m vetseg`` and ``torchrun -m vetseg``)."""
+    try:
+        app()
+    finally:
+        # A torchrun process leaves its process group; torch is imported only if it joined one.
+        distributed = sys.modules.get("vetseg.training.distributed")
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def prepare_data(
         )
     parts = {name: [load(cid) for cid in splits[name]] for name in ("train", "val", "test")}
     hashes = {cid: loaded[cid].digest for cid in _ids(splits)}
-    _write_splits(splits_path, splits, hashes)
+    if is_main_process():
+        _write_splits(splits_path, splits, hashes)
     return PreparedData(dataset, splits, parts["train"], parts["val"], parts["test"], hashes, cache)
 
 
@@ -165,6 +166,22 @@ def open_cache(
 
         opened.check_source(open_dataset(Path(data), organs=organs, orientation=data_orientation))
     return opened
+
+
+def is_main_process() -> bool:
+    """False in every torchrun process but rank 0 (which alone writes files)."""
+    from vetseg.training.distributed import current
+
+    return current().is_main
+
+
+def _save(model: torch.nn.Module, out: Path, info: ModelInfo) -> None:
+    """The model folder, written by rank 0 while the other processes wait."""
+    from vetseg.training.distributed import barrier
+
+    if is_main_process():
+        save_model(model, out, info)
+    barrier()
 
 
 def _ids(splits: dict[str, list[str]]) -> list[str]:
@@ -214,7 +231,8 @@ def _fit(
 
     train_dir = out / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(train_dir / "config.json", to_dict(config))
+    if is_main_process():
+        atomic_write_json(train_dir / "config.json", to_dict(config))
     augment = config.augment if config.augment.enabled else None
     if prepared.cache is not None:
         from vetseg.training.validation import cached_validation_cases
@@ -315,7 +333,7 @@ def train_human(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 
@@ -430,7 +448,7 @@ def transfer(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 
@@ -552,7 +570,7 @@ def refine(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 

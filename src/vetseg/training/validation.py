@@ -84,8 +84,10 @@ def validation_dice(
     from vetseg.data.preprocess import tiled_logits
     from vetseg.training.metrics import DiceAccumulator
 
+    device = next(model.parameters()).device
+
     def run(batch: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(batch)).float().numpy()
+        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     was_training = model.training
     model.eval()
