@@ -542,6 +542,12 @@ def segment(
         "weights) so that slices do not decide alone; 0: off.",
     ),
     orientation: str | None = _ORIENTATION,
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Folder of scans: segment only shard I of N (I from 0), e.g. "
+        "$SLURM_ARRAY_TASK_ID/N; the N shards of the sorted scans are disjoint.",
+    ),
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -572,6 +578,7 @@ def segment(
         precision=precision,
         smooth_slices=smooth_slices,
         orientation=orientation,
+        shard=_parse_shard(shard),
     )
     code = run_segment(request)
     if code:
@@ -745,6 +752,17 @@ def rl_tune_cmd(
         f"{after if after is None else round(after, 3)}"
         + (f" (trained on {info.data_note})" if info.data_note else "")
     )
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)``."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: give I/N, e.g. 0/4 (shard 0 of 4).") from None
+    return index, count
 
 
 # --------------------------------------------------------------------------- workspace (S102, S103)
