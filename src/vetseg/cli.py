@@ -441,6 +441,8 @@ def transfer(
         orientation_override=_code(orientation),
     )
     _print_model_summary(info, out)
+    if not _is_rank0():
+        return
     training = info.training
     print(f"pixel spacing {training.get('spacing_rule')}; tiles of {info.preprocess.size} px")
     if training.get("organs_new_to_human"):
@@ -465,11 +467,16 @@ def _organ_list(text: str | None) -> tuple[str, ...] | None:
     return organs or None
 
 
-def _print_model_summary(info: Any, out: Path) -> None:
+def _is_rank0() -> bool:
+    """False in the torchrun processes of rank > 0: rank 0 speaks for the run."""
     import os
 
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun, rank 0 speaks for the run
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _print_model_summary(info: Any, out: Path) -> None:
+    if not _is_rank0():
+        return
     metrics = info.metrics
     print(
         f"model {info.model_id} written to {out}: best validation mean Dice "
