@@ -199,7 +199,7 @@ def test_torchrun_trains_the_human_model_and_one_process_resumes(tmp_path: Path)
     ]
     args = ["train-human", str(tmp_path / "cache"), "--out", str(tmp_path / "model"), *fast]
     run = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "vetseg", *args, "--epochs", "1"],
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vetseg", *args, "--epochs", "1"],
         env=env,
         capture_output=True,
         text=True,
