@@ -266,8 +266,18 @@ def train_human_cmd(
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
     orientation: str | None = _DATA_ORIENTATION,
+    cache: Path | None = typer.Option(
+        None,
+        "--cache",
+        help="Slice cache from vetseg prepare: slices are read from it, not decoded (DATA may "
+        "also be the cache itself).",
+    ),
 ) -> None:
-    """S100: train the human organ model (stem + EfficientNet-b1 module + first head)."""
+    """S100: train the human organ model (stem + EfficientNet-b1 module + first head).
+
+    Under torchrun (torchrun --nproc_per_node N -m vetseg train-human ...) every process
+    trains on its share of each batch; --batch-size is the batch of all processes together.
+    """
     cfg = _stage_config(
         "human",
         config,
@@ -291,9 +301,71 @@ def train_human_cmd(
 
     organ_list = _organ_list(organs) or CORE_ORGANS
     info = train_human(
-        data, out, cfg, organ_list, resume=resume, orientation_override=_code(orientation)
+        data,
+        out,
+        cfg,
+        organ_list,
+        resume=resume,
+        orientation_override=_code(orientation),
+        cache=cache,
     )
     _print_model_summary(info, out)
+
+
+@app.command()
+@user_errors
+def prepare(
+    data: Path = typer.Argument(..., help="Labelled CT: MSD, TotalSegmentator or pairs layout."),
+    out: Path = typer.Option(..., "--out", help="Slice cache folder to write (or finish)."),
+    spacing: float | None = typer.Option(
+        None, "--spacing", help="Model pixel spacing in mm (as train-human: 1.5)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="CT window LOW,HIGH in HU (as train-human: -1000,1000)."
+    ),
+    organs: str | None = typer.Option(
+        None, "--organs", help="Comma-separated organs (as train-human: the 7 core organs)."
+    ),
+    config: Path | None = _CONFIG,
+    workers: int = typer.Option(1, "--workers", help="Cases decoded in parallel (processes)."),
+    orientation: str | None = _DATA_ORIENTATION,
+) -> None:
+    """Write every labelled case once on the model grid (memory-mapped .npy) for training.
+
+    Resumable: run it again after an interruption and only the missing cases are done.
+    train-human then reads slices from the cache (--cache, or the cache as DATA).
+    """
+    import dataclasses
+
+    from vetseg.data.cache import CacheSettings, prepare_cache
+    from vetseg.labels import CORE_ORGANS
+    from vetseg.training.progress import make_progress
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}.")
+    preprocess = _stage_config("human", config, spacing=spacing).preprocess
+    if window is not None:
+        preprocess = dataclasses.replace(preprocess, window=_parse_window(window))
+    settings = CacheSettings.of(preprocess, _organ_list(organs) or CORE_ORGANS, _code(orientation))
+    with make_progress() as progress:
+        task = progress.add_task("prepare", total=None, info="")
+
+        def started(todo: int, total: int) -> None:
+            progress.update(task, total=todo, info=f"{total - todo} of {total} cached before")
+
+        cache = prepare_cache(
+            data,
+            out,
+            settings,
+            workers=workers,
+            on_start=started,
+            on_case=lambda case_id: progress.update(task, advance=1, info=case_id),
+        )
+    slices = sum(case.slices for case in cache.cases.values())
+    print(
+        f"slice cache {out}: {len(cache.cases)} cases, {slices} slices at"
+        f" {settings.spacing:g} mm, window {settings.window[0]:g}..{settings.window[1]:g} HU"
+    )
 
 
 @app.command()
@@ -369,6 +441,8 @@ def transfer(
         orientation_override=_code(orientation),
     )
     _print_model_summary(info, out)
+    if not _is_rank0():
+        return
     training = info.training
     print(f"pixel spacing {training.get('spacing_rule')}; tiles of {info.preprocess.size} px")
     if training.get("organs_new_to_human"):
@@ -393,7 +467,16 @@ def _organ_list(text: str | None) -> tuple[str, ...] | None:
     return organs or None
 
 
+def _is_rank0() -> bool:
+    """False in the torchrun processes of rank > 0: rank 0 speaks for the run."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _print_model_summary(info: Any, out: Path) -> None:
+    if not _is_rank0():
+        return
     metrics = info.metrics
     print(
         f"model {info.model_id} written to {out}: best validation mean Dice "
@@ -466,6 +549,12 @@ def segment(
         "weights) so that slices do not decide alone; 0: off.",
     ),
     orientation: str | None = _ORIENTATION,
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Folder of scans: segment only shard I of N (I from 0), e.g. "
+        "$SLURM_ARRAY_TASK_ID/N; the N shards of the sorted scans are disjoint.",
+    ),
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -496,6 +585,7 @@ def segment(
         precision=precision,
         smooth_slices=smooth_slices,
         orientation=orientation,
+        shard=_parse_shard(shard),
     )
     code = run_segment(request)
     if code:
@@ -669,6 +759,17 @@ def rl_tune_cmd(
         f"{after if after is None else round(after, 3)}"
         + (f" (trained on {info.data_note})" if info.data_note else "")
     )
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)``."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: give I/N, e.g. 0/4 (shard 0 of 4).") from None
+    return index, count
 
 
 # --------------------------------------------------------------------------- workspace (S102, S103)
@@ -959,8 +1060,14 @@ def refine_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m vetseg`` and ``torchrun -m vetseg``)."""
+    try:
+        app()
+    finally:
+        # A torchrun process leaves its process group; torch is imported only if it joined one.
+        distributed = sys.modules.get("vetseg.training.distributed")
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":
