@@ -413,7 +413,8 @@ def select_engine(
       passes the accuracy check (:mod:`vetseg.inference.precision`), else fp32, said once.
     - ``auto`` (the CLI's default): for models of :data:`AUTO_EXPORT_MIN_SIZE` and more, OpenVINO
       bf16 when OpenVINO is installed, the CPU has native bf16 and the check passes (2x ONNX
-      Runtime fp32 on this project's CPU, benchmarks/speed.py); otherwise, and for smaller
+      Runtime fp32 on this project's CPU, benchmarks/speed.py); OpenVINO fp32 when the check
+      refuses bf16 (1.67x ONNX Runtime fp32 there); otherwise, and for smaller
       models (where the network is a small part of the time), what it picked before: ONNX
       Runtime on a current ``model.onnx``, else an in-memory export for large models, else
       PyTorch. Each fallback is said once.
@@ -467,6 +468,18 @@ def select_engine(
     if candidate is not None:
         return candidate
     say(_refusal(report))
+    # OpenVINO in fp32 ran 1.67x ONNX Runtime fp32 on this project's CPU (speed.json): the
+    # refused precision is bf16, not the engine.
+    try:
+        from vetseg.inference import openvino_engine
+
+        engine = openvino_engine.open_openvino(
+            info, "fp32", onnx=source.onnx, threads=threads, cache_dir=source.cache_folder()
+        )
+    except Exception:  # noqa: BLE001 - an OpenVINO failure leaves the ONNX Runtime reference
+        engine = None
+    if engine is not None:
+        return engine
     return reference if reference is not None else _auto_fp32(source, threads)
 
 
