@@ -396,8 +396,8 @@ def transfer(
     spacing: str | None = typer.Option(
         None,
         "--spacing",
-        help="Model pixel spacing: mm, 'species' (default: human spacing x the species' body"
-        " scale) or 'native' (the training scans' median).",
+        help="Model pixel spacing: mm, 'species' (human spacing x the species' body scale),"
+        " 'native' (the training scans' median) or 'auto' (default: the coarser of the two).",
     ),
     species: str | None = typer.Option(
         None, "--species", help="The animal (default: the dataset's 'species')."

@@ -374,11 +374,13 @@ def transfer(
             human model's organs). An organ the human model lacks gets trained from the animal
             labels like any other (the head is new); labelled organs left out are recorded in
             ``training.organs_not_trained``.
-        spacing: the animal model's pixel spacing in mm; ``"species"`` (the default when the
-            human model has a spacing): the human model's spacing times the species' linear
-            body scale (:mod:`vetseg.species`); ``"native"``: the median in-plane spacing of
-            the training scans. A legacy human model (no spacing) gives a legacy animal model
-            unless a spacing is given.
+        spacing: the animal model's pixel spacing in mm; ``"species"``: the human model's
+            spacing times the species' linear body scale (:mod:`vetseg.species`);
+            ``"native"``: the median in-plane spacing of the training scans; ``"auto"`` (the
+            default when the human model has a spacing): the coarser of the two, so that a
+            model never works finer than its scans resolve (chosen on validation Dice,
+            ``benchmarks/spacing_choice.py``). A legacy human model (no spacing) gives a
+            legacy animal model unless a spacing is given.
         size: the tile the network sees (default: the human model's input size).
         species: the animal (default: the dataset's ``species``).
         orientation_override: ``--orientation`` for every scan of ``data``.
@@ -473,18 +475,42 @@ def resolve_spacing(
                 None,
                 "legacy: slices squashed to the input size (the human model has no spacing)",
             )
-        spacing = "species"
+        spacing = "auto"
     if isinstance(spacing, str):
         key = spacing.strip().lower()
         if key == "native":
             value = native_spacing(prepared.train)
             return value, f"native: median in-plane spacing of the training scans, {value:g} mm"
+        if key == "auto":
+            if human_spacing is None:
+                raise InputError(
+                    "the human model has no pixel spacing (a legacy model): give the animal"
+                    " model's spacing in mm, or 'native'."
+                )
+            native = native_spacing(prepared.train)
+            if not species:
+                return native, (
+                    f"native {native:g} mm: the data do not name their species (give --species"
+                    " for the species rule)"
+                )
+            scale = linear_scale(species)
+            rule = float(f"{human_spacing * scale:.3g}")
+            if rule >= native:
+                return rule, (
+                    f"species {species}: human {human_spacing:g} mm x body scale {scale:.3f}"
+                    f" = {rule:g} mm (the scans resolve {native:g} mm)"
+                )
+            return native, (
+                f"native {native:g} mm: the species rule ({species}: human"
+                f" {human_spacing:g} mm x body scale {scale:.3f} = {rule:g} mm) would resample"
+                " finer than the scans resolve"
+            )
         if key != "species":
             try:
                 spacing = float(key)
             except ValueError:
                 raise InputError(
-                    f"spacing {spacing!r}: give mm per pixel, 'species' or 'native'."
+                    f"spacing {spacing!r}: give mm per pixel, 'auto', 'species' or 'native'."
                 ) from None
         else:
             if human_spacing is None:
