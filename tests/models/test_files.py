@@ -125,10 +125,14 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) ->
     save_model(model, tmp_path / "m", _info(model))
     meta_path = tmp_path / "m" / META_NAME
     meta = json.loads(meta_path.read_text())
-    meta["architecture"]["n_organs"] = 5
+    meta["architecture"]["decoder_channels"] = [48, 24, 16, 16]
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="shape"):
         load_model(tmp_path / "m")
+    meta["architecture"]["n_organs"] = 5  # the description's own organs disagree
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="names 2 organs but its architecture has 5"):
+        read_model_info(tmp_path / "m")
     meta["format"] = "something-else"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="not a vetseg model description"):

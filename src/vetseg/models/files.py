@@ -104,6 +104,14 @@ class ModelInfo:
             raise ModelFileError(
                 f"{source}: not a vetseg model description (format field missing)."
             )
+        organs, architecture = data.get("organs"), data.get("architecture")
+        if isinstance(organs, list) and isinstance(architecture, dict):
+            outputs = architecture.get("n_organs")
+            if outputs is not None and outputs != len(organs):
+                raise ModelFileError(
+                    f"{source}: names {len(organs)} organs but its architecture has {outputs} "
+                    "outputs, so it does not describe these weights."
+                )
         try:
             return cls(
                 model_id=str(data["model_id"]),
@@ -187,6 +195,14 @@ def resolve_model_dir(path: Path) -> Path:
     for name in (WEIGHTS_NAME, META_NAME):
         if not (path / name).is_file():
             raise ModelFileError(f"{path}: not a vetseg model folder ({name} is missing).")
+        # A link may point within the folder; one that leads out of it would make the model's
+        # identity (and what `vetseg use` copies) depend on a file nobody looks after.
+        target = (path / name).resolve()
+        if target.parent != path.resolve():
+            raise ModelFileError(
+                f"{path}: {name} is a link to {target}, outside the model folder; copy the file "
+                "into the folder instead."
+            )
     return path
 
 

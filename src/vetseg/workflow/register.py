@@ -21,7 +21,7 @@ import numpy as np
 
 from vetseg.errors import InputError, LabelMappingError, ModelFileError
 from vetseg.fileutil import atomic_path
-from vetseg.io.image import READ_SUFFIXES, ImageMeta, read_image, read_label, write_image
+from vetseg.io.image import READ_SUFFIXES, ImageMeta, read_image, read_label, read_scan, write_image
 from vetseg.labels import mouse_head_mapping, remap_labels, totalseg_mapping
 from vetseg.workflow.workspace import Workspace, now
 
@@ -225,7 +225,7 @@ def _add_scans(
         if case_id in seen:
             raise InputError(f"{scan}: case id {case_id!r} is also the id of {seen[case_id]}.")
         seen[case_id] = scan
-        image, meta = read_image(scan)
+        image, meta = read_scan(scan)
         label = Path(labels[index]) if labels is not None else None
         if label is not None:
             read_workspace_label(label, meta, image.shape, str(scan), organs, mapping)
@@ -353,7 +353,13 @@ def use_model(workspace: Workspace, model_path: str | Path, note: str = "") -> s
 
 
 def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
-    from vetseg.models.files import META_NAME, WEIGHTS_NAME, read_model_info, resolve_model_dir
+    from vetseg.models.files import (
+        META_NAME,
+        WEIGHTS_NAME,
+        load_model,
+        read_model_info,
+        resolve_model_dir,
+    )
 
     settings = workspace.settings
     known = {m.model_id: m for m in workspace.models()}
@@ -387,6 +393,9 @@ def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
             f"{source}: the model works at a pixel spacing of {shown}, this workspace's models"
             f" at {settings.spacing:g} mm (spacing in {workspace.root / 'vetseg.toml'})."
         )
+    # Load it once before it is copied in: weights that are no safetensors, do not match the
+    # checksum or do not fit the architecture are refused here, not at the next pre-label.
+    load_model(source)
     target = workspace.root / "models" / info.model_id
     if source.resolve() != target.resolve():
         copied = target / META_NAME
