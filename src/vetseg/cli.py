@@ -914,6 +914,33 @@ def status_cmd(
         atomic_write_json(json_out, report)
 
 
+@app.command("check")
+@user_errors
+def check_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+) -> None:
+    """Check a workspace is whole: every file the database names present and unchanged.
+
+    Also: every corrected version present, no temporary files of interrupted writes, the
+    database intact. Exit code 0: sound; 1: problems, listed one per line.
+    """
+    from vetseg.workflow.check import check_workspace
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws, ws.inspecting():
+        report = check_workspace(ws)
+    if report.sound:
+        print(
+            f"workspace {workspace} is sound: {report.files_checked} files present, "
+            f"{report.checksums_compared} checksums match"
+        )
+        return
+    print(f"workspace {workspace}: {len(report.problems)} problem(s)", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    raise typer.Exit(code=1)
+
+
 @app.command("refine")
 @user_errors
 def refine_cmd(

@@ -318,6 +318,7 @@ def _add_scans(
                 "UPDATE cases SET orientation = ?, updated = ? WHERE case_id = ?",
                 [(orientation, now(), case_id) for case_id in reposed],
             )
+            workspace.record_files(*(r[1] for r in rows), *(r[4] for r in rows if r[4]))
             workspace.audit(
                 "add",
                 {
@@ -448,6 +449,7 @@ def insert_model(
             note,
         ),
     )
+    workspace.record_files(f"{path}/model.json", f"{path}/model.safetensors")
 
 
 def set_current(workspace: Workspace, model_id: str) -> None:
