@@ -540,7 +540,11 @@ def evaluate(
         import json
 
         from vetseg.fileutil import atomic_write_text
+        from vetseg.models.files import relative_path
 
+        # Paths relative to the JSON's folder: no machine's absolute path in a result file.
+        for key in ("model", "data"):
+            result[key] = relative_path(result[key], json_out.parent)
         # Strict JSON: the result holds null, never NaN, and a NaN that slipped in is an error.
         atomic_write_text(json_out, json.dumps(result, indent=2, allow_nan=False) + "\n")
         print(f"wrote {json_out}")

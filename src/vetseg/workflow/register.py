@@ -45,12 +45,19 @@ class AddResult:
 
 # --------------------------------------------------------------------------- helpers
 def case_id_for(path: Path) -> str:
-    """A case id from a scan's file or folder name (ending dropped, odd characters as ``_``)."""
+    """A case id from a scan's file or folder name (ending dropped, odd characters as ``_``).
+
+    A file of an MSD / nnU-Net ``images*`` folder (``imagesTr/case_0000.nii.gz``) drops the
+    channel suffix ``_0000`` too, so its case is ``case``, as in ``labelsTr/case.nii.gz``.
+    Elsewhere ``_0000`` is kept: there it may be a lab's own case number.
+    """
     name = Path(path).name
     for suffix in (*READ_SUFFIXES, ".gz"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
             break
+    if Path(path).parent.name.lower().startswith("images") and re.fullmatch(r".+_0000", name):
+        name = name[: -len("_0000")]
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "case"
     return cleaned
 
