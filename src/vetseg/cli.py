@@ -7,6 +7,7 @@ imported inside the commands so that ``vetseg --help`` answers at once. A
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: errno values of a full disk or an exhausted quota.
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _code(orientation: str | None) -> str | None:
@@ -44,6 +47,17 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except VetsegError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if exc.errno not in _FULL_DISK:
+                raise
+            # Every write is atomic (vetseg.fileutil), so what was there before is intact.
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(
+                f"error: no space left on the disk{where}; nothing was changed: free some "
+                "space and run the command again.",
+                file=sys.stderr,
+            )
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
