@@ -7,6 +7,7 @@ imported inside the commands so that ``vetseg --help`` answers at once. A
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: errno values of a full disk or an exhausted quota.
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _code(orientation: str | None) -> str | None:
@@ -44,6 +47,17 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except VetsegError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if exc.errno not in _FULL_DISK:
+                raise
+            # Every write is atomic (vetseg.fileutil), so what was there before is intact.
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(
+                f"error: no space left on the disk{where}; nothing was changed: free some "
+                "space and run the command again.",
+                file=sys.stderr,
+            )
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -630,7 +644,11 @@ def evaluate(
         import json
 
         from vetseg.fileutil import atomic_write_text
+        from vetseg.models.files import relative_path
 
+        # Paths relative to the JSON's folder: no machine's absolute path in a result file.
+        for key in ("model", "data"):
+            result[key] = relative_path(result[key], json_out.parent)
         # Strict JSON: the result holds null, never NaN, and a NaN that slipped in is an error.
         atomic_write_text(json_out, json.dumps(result, indent=2, allow_nan=False) + "\n")
         print(f"wrote {json_out}")
@@ -1013,6 +1031,33 @@ def status_cmd(
         from vetseg.fileutil import atomic_write_json
 
         atomic_write_json(json_out, report)
+
+
+@app.command("check")
+@user_errors
+def check_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+) -> None:
+    """Check a workspace is whole: every file the database names present and unchanged.
+
+    Also: every corrected version present, no temporary files of interrupted writes, the
+    database intact. Exit code 0: sound; 1: problems, listed one per line.
+    """
+    from vetseg.workflow.check import check_workspace
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws, ws.inspecting():
+        report = check_workspace(ws)
+    if report.sound:
+        print(
+            f"workspace {workspace} is sound: {report.files_checked} files present, "
+            f"{report.checksums_compared} checksums match"
+        )
+        return
+    print(f"workspace {workspace}: {len(report.problems)} problem(s)", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    raise typer.Exit(code=1)
 
 
 @app.command("refine")

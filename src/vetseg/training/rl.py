@@ -620,7 +620,7 @@ def _reuse_parent_split(parent: Any, data: Path | Any, organs: Sequence[str], pa
         return
     if hasattr(data, "cases"):
         return  # an opened dataset (a workspace's cases): its case list changes between rounds
-    if str(Path(data).resolve()) != parent.training.get("data"):
+    if parent.training_data is None or Path(data).resolve() != parent.training_data:
         return
     dataset = open_dataset(Path(data), organs=organs)
     labelled = {c.case_id for c in dataset.cases if c.label is not None or c.label_dir is not None}
@@ -746,7 +746,7 @@ def rl_tune(
         "rl_steps": config.steps,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    training = training_record(prepared, config, train_set)
+    training = training_record(prepared, config, train_set, out)
     info = ModelInfo(
         model_id=model_id or new_model_id(stage),
         architecture=model.architecture(),

@@ -24,7 +24,7 @@ from vetseg.data.identity import KnownCases
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
-from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
+from vetseg.models.files import ModelInfo, load_model, new_model_id, relative_path, save_model
 from vetseg.training.evaluation import evaluate
 from vetseg.training.trainer import Trainer, make_validation_cases, validation_dice
 
@@ -270,13 +270,21 @@ def _fit(
         "epochs_run": len(result.history),
         "extended": result.extended,
     }
-    return result, {"metrics": metrics, "training": training_record(prepared, config, train_set)}
+    training = training_record(prepared, config, train_set, out)
+    return result, {"metrics": metrics, "training": training}
 
 
-def training_record(prepared: PreparedData, config: Any, train_set: Any) -> dict[str, Any]:
-    """What model.json records of a training run: data, split, settings, command, slices."""
+def training_record(
+    prepared: PreparedData, config: Any, train_set: Any, out: Path | None = None
+) -> dict[str, Any]:
+    """What model.json records of a training run: data, split, settings, command, slices.
+
+    ``data`` is the dataset folder relative to the model folder ``out`` (e.g.
+    ``../data/rabbits``), so that the record holds no machine's absolute path and survives
+    moving both together; :meth:`vetseg.models.files.ModelInfo.training_data` resolves it.
+    """
     return {
-        "data": str(Path(prepared.dataset.root).resolve()),
+        "data": relative_path(prepared.dataset.root, out),
         "split": prepared.recorded_split(),
         "config": to_dict(config),
         "command": _command_line(),

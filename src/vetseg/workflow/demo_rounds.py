@@ -29,6 +29,7 @@ import numpy as np
 from vetseg.config import StageConfig
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
+from vetseg.models.files import relative_path
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def run_demo_rounds(
     report = {
         "what": "vetseg demo correction rounds on synthetic phantoms (not real animals); the "
         "vet is played by the phantoms' true labels",
-        "workspace": str(root),
+        "workspace": relative_path(root, out),
         "strategy": config.strategy,
         "per_round": config.per_round,
         # Every round trains at its parent's preprocessing (spacing, tile, window, intensity),
