@@ -411,7 +411,8 @@ def transfer(
         None,
         "--spacing",
         help="Model pixel spacing: mm, 'species' (human spacing x the species' body scale),"
-        " 'native' (the training scans' median) or 'auto' (default: the coarser of the two).",
+        " 'native' (the training scans' median) or 'auto' (default: species, unless over"
+        " 1.5x finer than the scans, then native).",
     ),
     species: str | None = typer.Option(
         None, "--species", help="The animal (default: the dataset's 'species')."

@@ -24,11 +24,19 @@ def test_auto_keeps_the_species_rule_when_the_scans_resolve_it() -> None:
     assert value == pytest.approx(0.525) and rule.startswith("species rabbit")
 
 
-def test_auto_never_works_finer_than_the_scans() -> None:
-    # Mouse: the rule says 0.106 mm, but the scans are 0.2-0.3 mm: their median wins.
+def test_auto_keeps_the_species_rule_a_little_finer_than_the_scans() -> None:
+    # Rabbit phantoms: 0.525 mm against scans of 0.596 mm (1.14x finer): the rule stands.
+    value, rule = resolve_spacing("auto", 1.5, "rabbit", _prepared(0.596, 0.596))
+    assert value == pytest.approx(0.525) and rule.startswith("species rabbit")
+
+
+def test_auto_does_not_upsample_the_scans_more_than_the_limit() -> None:
+    # Mouse: the rule says 0.106 mm, the scans are 0.2-0.3 mm (2.5x coarser): their median.
     value, rule = resolve_spacing("auto", 1.5, "mouse", _prepared(0.2, 0.265, 0.3))
     assert value == pytest.approx(0.265) and rule.startswith("native 0.265")
     assert "0.106" in rule  # the rule it set aside is named
+    # Just inside the limit (0.106 x 1.5 = 0.159 >= 0.15): the rule stands.
+    assert resolve_spacing("auto", 1.5, "mouse", _prepared(0.15))[0] == pytest.approx(0.106)
 
 
 def test_explicit_choices_and_bad_ones() -> None:
