@@ -248,7 +248,7 @@ def _prelabel_case(
             "UPDATE cases SET state = 'prelabelled', updated = ? WHERE case_id = ?",
             (now(), case_id),
         )
-        workspace.record_files(relative, folder / "prelabel.nii.gz")
+        workspace.record_files(relative, workspace.relative(folder / "prelabel.nii.gz"))
         workspace.audit(
             "prelabel",
             {"case": case_id, "model": info.model_id, "run": run, "uncertainty": score},
