@@ -740,7 +740,8 @@ def rl_tune_cmd(
 
     from vetseg.config import RLConfig
     from vetseg.errors import InputError
-    from vetseg.training.rl import check_rl_config, rl_tune, rl_tune_workspace
+    from vetseg.training.rl import check_rl_config, rl_tune
+    from vetseg.workflow.rl_round import rl_tune_workspace
 
     options = {
         "steps": steps,
