@@ -471,16 +471,9 @@ def select_engine(
     # OpenVINO in fp32 ran 1.67x ONNX Runtime fp32 on this project's CPU (speed.json): the
     # refused precision is bf16, not the engine.
     try:
-        from vetseg.inference import openvino_engine
-
-        engine = openvino_engine.open_openvino(
-            info, "fp32", onnx=source.onnx, threads=threads, cache_dir=source.cache_folder()
-        )
+        return _openvino_fp32(source, threads)
     except Exception:  # noqa: BLE001 - an OpenVINO failure leaves the ONNX Runtime reference
-        engine = None
-    if engine is not None:
-        return engine
-    return reference if reference is not None else _auto_fp32(source, threads)
+        return reference if reference is not None else _auto_fp32(source, threads)
 
 
 def _auto_fp32(source: ModelSource, threads: int | None) -> Engine:
@@ -514,10 +507,8 @@ def _refusal(report: PrecisionReport) -> str:
 
 def _openvino(source: ModelSource, precision: str, threads: int | None, say: Say) -> Engine:
     """``--engine openvino``: bf16 when asked (or auto), native and checked; else fp32."""
-    from vetseg.inference import openvino_engine
     from vetseg.inference.capabilities import bf16_native
 
-    folder = source.cache_folder()
     if precision in ("auto", "bf16"):
         if not bf16_native():
             say("this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO fp32.")
@@ -526,8 +517,15 @@ def _openvino(source: ModelSource, precision: str, threads: int | None, say: Say
             if candidate is not None:
                 return candidate
             say(_refusal(report))
+    return _openvino_fp32(source, threads)
+
+
+def _openvino_fp32(source: ModelSource, threads: int | None) -> Engine:
+    """OpenVINO in fp32 on the cached compiled blob, else compiled from the ONNX model."""
+    from vetseg.inference import openvino_engine
+
     engine = openvino_engine.open_openvino(
-        source.info, "fp32", onnx=source.onnx, threads=threads, cache_dir=folder
+        source.info, "fp32", onnx=source.onnx, threads=threads, cache_dir=source.cache_folder()
     )
     assert engine is not None  # with an onnx source it compiles
     return engine
