@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prelabel", type=int, default=6, help="Heads pre-labelled.")
     parser.add_argument("--previews", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=0.3,
+        help="Model pixel spacing in mm (heads are about 21 mm across at 0.141 mm); 0: the"
+        " legacy squash of every slice to --size.",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -160,8 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     template = args.data / "template"
     heads = sorted((args.data / "heads").glob("*.nii.gz"))[: args.heads]
     root = args.work / "workspace"
+    spacing = args.spacing or None
     settings = WorkspaceSettings(
-        species="mouse_head", organs=ORGANS, window=(0.0, 255.0), seed=args.seed
+        species="mouse_head", organs=ORGANS, window=(0.0, 255.0), seed=args.seed, spacing=spacing
     )
     with Workspace.create(root, settings) as ws, ws.changing():
         add_scans(
@@ -201,10 +209,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             steps_per_epoch=args.steps,
             extend=0,
             seed=args.seed,
-            preprocess=PreprocessConfig(window=settings.window, size=args.size),
+            preprocess=PreprocessConfig(window=settings.window, size=args.size, spacing=spacing),
         )
         t0 = time.perf_counter()
-        transfer(architecture_only, data, model_dir, config, organs=ORGANS, from_scratch=True)
+        transfer(
+            architecture_only,
+            data,
+            model_dir,
+            config,
+            organs=ORGANS,
+            from_scratch=True,
+            spacing=spacing,
+        )
         timings["training_s"] = round(time.perf_counter() - t0, 1)
     info = read_model_info(model_dir)
     epochs = (model_dir / "train" / "metrics.jsonl").read_text().splitlines()

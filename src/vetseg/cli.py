@@ -7,6 +7,7 @@ imported inside the commands so that ``vetseg --help`` answers at once. A
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: errno values of a full disk or an exhausted quota.
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _code(orientation: str | None) -> str | None:
@@ -44,6 +47,17 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except VetsegError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if exc.errno not in _FULL_DISK:
+                raise
+            # Every write is atomic (vetseg.fileutil), so what was there before is intact.
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(
+                f"error: no space left on the disk{where}; nothing was changed: free some "
+                "space and run the command again.",
+                file=sys.stderr,
+            )
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -266,8 +280,18 @@ def train_human_cmd(
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
     orientation: str | None = _DATA_ORIENTATION,
+    cache: Path | None = typer.Option(
+        None,
+        "--cache",
+        help="Slice cache from vetseg prepare: slices are read from it, not decoded (DATA may "
+        "also be the cache itself).",
+    ),
 ) -> None:
-    """S100: train the human organ model (stem + EfficientNet-b1 module + first head)."""
+    """S100: train the human organ model (stem + EfficientNet-b1 module + first head).
+
+    Under torchrun (torchrun --nproc_per_node N -m vetseg train-human ...) every process
+    trains on its share of each batch; --batch-size is the batch of all processes together.
+    """
     cfg = _stage_config(
         "human",
         config,
@@ -291,9 +315,71 @@ def train_human_cmd(
 
     organ_list = _organ_list(organs) or CORE_ORGANS
     info = train_human(
-        data, out, cfg, organ_list, resume=resume, orientation_override=_code(orientation)
+        data,
+        out,
+        cfg,
+        organ_list,
+        resume=resume,
+        orientation_override=_code(orientation),
+        cache=cache,
     )
     _print_model_summary(info, out)
+
+
+@app.command()
+@user_errors
+def prepare(
+    data: Path = typer.Argument(..., help="Labelled CT: MSD, TotalSegmentator or pairs layout."),
+    out: Path = typer.Option(..., "--out", help="Slice cache folder to write (or finish)."),
+    spacing: float | None = typer.Option(
+        None, "--spacing", help="Model pixel spacing in mm (as train-human: 1.5)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="CT window LOW,HIGH in HU (as train-human: -1000,1000)."
+    ),
+    organs: str | None = typer.Option(
+        None, "--organs", help="Comma-separated organs (as train-human: the 7 core organs)."
+    ),
+    config: Path | None = _CONFIG,
+    workers: int = typer.Option(1, "--workers", help="Cases decoded in parallel (processes)."),
+    orientation: str | None = _DATA_ORIENTATION,
+) -> None:
+    """Write every labelled case once on the model grid (memory-mapped .npy) for training.
+
+    Resumable: run it again after an interruption and only the missing cases are done.
+    train-human then reads slices from the cache (--cache, or the cache as DATA).
+    """
+    import dataclasses
+
+    from vetseg.data.cache import CacheSettings, prepare_cache
+    from vetseg.labels import CORE_ORGANS
+    from vetseg.training.progress import make_progress
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}.")
+    preprocess = _stage_config("human", config, spacing=spacing).preprocess
+    if window is not None:
+        preprocess = dataclasses.replace(preprocess, window=_parse_window(window))
+    settings = CacheSettings.of(preprocess, _organ_list(organs) or CORE_ORGANS, _code(orientation))
+    with make_progress() as progress:
+        task = progress.add_task("prepare", total=None, info="")
+
+        def started(todo: int, total: int) -> None:
+            progress.update(task, total=todo, info=f"{total - todo} of {total} cached before")
+
+        cache = prepare_cache(
+            data,
+            out,
+            settings,
+            workers=workers,
+            on_start=started,
+            on_case=lambda case_id: progress.update(task, advance=1, info=case_id),
+        )
+    slices = sum(case.slices for case in cache.cases.values())
+    print(
+        f"slice cache {out}: {len(cache.cases)} cases, {slices} slices at"
+        f" {settings.spacing:g} mm, window {settings.window[0]:g}..{settings.window[1]:g} HU"
+    )
 
 
 @app.command()
@@ -324,8 +410,9 @@ def transfer(
     spacing: str | None = typer.Option(
         None,
         "--spacing",
-        help="Model pixel spacing: mm, 'species' (default: human spacing x the species' body"
-        " scale) or 'native' (the training scans' median).",
+        help="Model pixel spacing: mm, 'species' (human spacing x the species' body scale),"
+        " 'native' (the training scans' median) or 'auto' (default: species, unless over"
+        " 1.5x finer than the scans, then native).",
     ),
     species: str | None = typer.Option(
         None, "--species", help="The animal (default: the dataset's 'species')."
@@ -369,6 +456,8 @@ def transfer(
         orientation_override=_code(orientation),
     )
     _print_model_summary(info, out)
+    if not _is_rank0():
+        return
     training = info.training
     print(f"pixel spacing {training.get('spacing_rule')}; tiles of {info.preprocess.size} px")
     if training.get("organs_new_to_human"):
@@ -393,7 +482,16 @@ def _organ_list(text: str | None) -> tuple[str, ...] | None:
     return organs or None
 
 
+def _is_rank0() -> bool:
+    """False in the torchrun processes of rank > 0: rank 0 speaks for the run."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _print_model_summary(info: Any, out: Path) -> None:
+    if not _is_rank0():
+        return
     metrics = info.metrics
     print(
         f"model {info.model_id} written to {out}: best validation mean Dice "
@@ -466,6 +564,12 @@ def segment(
         "weights) so that slices do not decide alone; 0: off.",
     ),
     orientation: str | None = _ORIENTATION,
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Folder of scans: segment only shard I of N (I from 0), e.g. "
+        "$SLURM_ARRAY_TASK_ID/N; the N shards of the sorted scans are disjoint.",
+    ),
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -496,6 +600,7 @@ def segment(
         precision=precision,
         smooth_slices=smooth_slices,
         orientation=orientation,
+        shard=_parse_shard(shard),
     )
     code = run_segment(request)
     if code:
@@ -540,7 +645,11 @@ def evaluate(
         import json
 
         from vetseg.fileutil import atomic_write_text
+        from vetseg.models.files import relative_path
 
+        # Paths relative to the JSON's folder: no machine's absolute path in a result file.
+        for key in ("model", "data"):
+            result[key] = relative_path(result[key], json_out.parent)
         # Strict JSON: the result holds null, never NaN, and a NaN that slipped in is an error.
         atomic_write_text(json_out, json.dumps(result, indent=2, allow_nan=False) + "\n")
         print(f"wrote {json_out}")
@@ -631,7 +740,8 @@ def rl_tune_cmd(
 
     from vetseg.config import RLConfig
     from vetseg.errors import InputError
-    from vetseg.training.rl import check_rl_config, rl_tune, rl_tune_workspace
+    from vetseg.training.rl import check_rl_config, rl_tune
+    from vetseg.workflow.rl_round import rl_tune_workspace
 
     options = {
         "steps": steps,
@@ -669,6 +779,17 @@ def rl_tune_cmd(
         f"{after if after is None else round(after, 3)}"
         + (f" (trained on {info.data_note})" if info.data_note else "")
     )
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)``."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: give I/N, e.g. 0/4 (shard 0 of 4).") from None
+    return index, count
 
 
 # --------------------------------------------------------------------------- workspace (S102, S103)
@@ -914,6 +1035,33 @@ def status_cmd(
         atomic_write_json(json_out, report)
 
 
+@app.command("check")
+@user_errors
+def check_cmd(
+    workspace: Path = typer.Argument(..., help="A workspace folder."),
+) -> None:
+    """Check a workspace is whole: every file the database names present and unchanged.
+
+    Also: every corrected version present, no temporary files of interrupted writes, the
+    database intact. Exit code 0: sound; 1: problems, listed one per line.
+    """
+    from vetseg.workflow.check import check_workspace
+    from vetseg.workflow.workspace import Workspace
+
+    with Workspace.open(workspace) as ws, ws.inspecting():
+        report = check_workspace(ws)
+    if report.sound:
+        print(
+            f"workspace {workspace} is sound: {report.files_checked} files present, "
+            f"{report.checksums_compared} checksums match"
+        )
+        return
+    print(f"workspace {workspace}: {len(report.problems)} problem(s)", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    raise typer.Exit(code=1)
+
+
 @app.command("refine")
 @user_errors
 def refine_cmd(
@@ -959,8 +1107,14 @@ def refine_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m vetseg`` and ``torchrun -m vetseg``)."""
+    try:
+        app()
+    finally:
+        # A torchrun process leaves its process group; torch is imported only if it joined one.
+        distributed = sys.modules.get("vetseg.training.distributed")
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

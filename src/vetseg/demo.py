@@ -186,10 +186,20 @@ def run_demo(out: Path, config: DemoConfig, progress: bool = True) -> dict[str, 
     timings["total_s"] = round(time.perf_counter() - started, 1)
     organs = list(CORE_ORGANS)
     print_dice_table(results, organs, synthetic=True)
+    from vetseg.models.files import relative_path
+
+    # Paths relative to the demo's folder: no machine's absolute path in the result file.
+    settings = dataclasses.asdict(config)
+    if settings.get("human_model"):
+        settings["human_model"] = relative_path(settings["human_model"], out)
+    for result in results.values():
+        for key in ("model", "data"):
+            if isinstance(result.get(key), str):
+                result[key] = relative_path(result[key], out)
     report = {
         "what": "vetseg demo on synthetic phantoms (not real animals)",
-        "config": dataclasses.asdict(config),
-        "human_model": str(human_model),
+        "config": settings,
+        "human_model": relative_path(human_model, out),
         "results": results,
         "timings": timings,
     }

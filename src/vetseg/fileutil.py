@@ -31,6 +31,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             real one, e.g. ``.nii.gz``); default: everything after the first dot of the name.
     """
     path = Path(path)
+    # Folders made for this file go again when the write fails (e.g. a full disk), so that a
+    # failed command leaves no trace; the first missing ancestor is made last.
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
@@ -46,6 +49,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):  # not empty: another file went in meanwhile
+                folder.rmdir()
         raise
 
 

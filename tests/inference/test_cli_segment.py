@@ -182,3 +182,38 @@ def test_find_scans_names_and_skips(tmp_path: Path) -> None:
     write_image(volume, meta, tmp_path / "out" / "case.nii.gz")
     names = [e.name for e in find_scans(tmp_path, exclude=(tmp_path / "out",))]
     assert names == ["case_nii_gz", "case_nrrd"]
+
+
+def test_shards_of_a_folder_are_disjoint_and_cover_it(model_dir: Path, tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    meta = ImageMeta((1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    for i, name in enumerate(["e", "a", "d", "b", "c"]):  # written out of order on purpose
+        write_image(ramp_volume((3, 16, 16), seed=i), meta, scans / f"{name}.nii.gz")
+    out = tmp_path / "labels"  # one --out folder shared by all shards, as a SLURM array would
+    written = []
+    for index in range(3):
+        before = set(out.iterdir()) if out.exists() else set()
+        code, stdout, _ = run("segment", model_dir, scans, "--out", out, "--shard", f"{index}/3")
+        assert code == 0, stdout
+        assert f"shard {index}/3" in stdout
+        written.append(sorted(p.name for p in set(out.iterdir()) - before))
+    # Sorted by name, every 3rd scan: deterministic, disjoint, complete.
+    assert written == [["a.nii.gz", "d.nii.gz"], ["b.nii.gz", "e.nii.gz"], ["c.nii.gz"]]
+    # More shards than scans: an empty shard is not an error.
+    code, stdout, _ = run("segment", model_dir, scans, "--out", tmp_path / "x", "--shard", "7/8")
+    assert code == 0 and "0 of 0 scan(s)" in stdout
+
+
+@pytest.mark.parametrize("shard", ["3/3", "-1/2", "1/0", "a/b", "2"])
+def test_bad_shards_are_one_sentence(model_dir: Path, tmp_path: Path, shard: str) -> None:
+    scans = tmp_path / "scans"
+    write_image(
+        ramp_volume((3, 16, 16)), ImageMeta((1.0, 1.0, 2.0), (0.0, 0.0, 0.0)), scans / "a.nii.gz"
+    )
+    code, _, stderr = run("segment", model_dir, scans, "--out", tmp_path / "o", "--shard", shard)
+    assert code == 2 and "--shard" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "o").exists()
+    code, _, stderr = run(
+        "segment", model_dir, scans / "a.nii.gz", "--out", tmp_path / "a.nii.gz", "--shard", "0/2"
+    )
+    assert code == 2 and "--shard is for a folder of scans" in stderr

@@ -121,3 +121,10 @@ def test_uncertainty_is_zero_when_sure_and_full_at_the_threshold() -> None:
     assert u[0, 0, 0] == 0 and u[0, 0, 1] == 0  # sure background, sure organ
     assert u[0, 0, 2] == 100  # p = 0.5
     assert u[0, 0, 3] == u[0, 0, 4] and 50 < u[0, 0, 3] < 100  # symmetric about 0.5
+
+
+def test_the_json_names_the_scan_relative_to_its_own_folder(tmp_path: Path) -> None:
+    scan = tmp_path / "scans" / "rabbit.nii.gz"
+    report = SegmentationReport(scan=str(scan), organs=[], spacing_mm=(1.0, 1.0, 1.0))
+    _, json_path = report.write(*report_paths(tmp_path / "results" / "rabbit"))
+    assert json.loads(json_path.read_text())["scan"] == "../scans/rabbit.nii.gz"

@@ -125,11 +125,42 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) ->
     save_model(model, tmp_path / "m", _info(model))
     meta_path = tmp_path / "m" / META_NAME
     meta = json.loads(meta_path.read_text())
-    meta["architecture"]["n_organs"] = 5
+    meta["architecture"]["decoder_channels"] = [48, 24, 16, 16]
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="shape"):
         load_model(tmp_path / "m")
+    meta["architecture"]["n_organs"] = 5  # the description's own organs disagree
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="names 2 organs but its architecture has 5"):
+        read_model_info(tmp_path / "m")
     meta["format"] = "something-else"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="not a vetseg model description"):
         read_model_info(tmp_path / "m")
+
+
+def test_training_data_is_recorded_relative_to_the_model_and_old_absolute_paths_still_read(
+    tmp_path: Path,
+) -> None:
+    from vetseg.models.files import relative_path
+
+    model = _tiny_animal()
+    info = _info(model)
+    data = tmp_path / "datasets" / "rabbits"
+    data.mkdir(parents=True)
+    info.training["data"] = relative_path(data, tmp_path / "models" / "m")
+    assert info.training["data"] == "../../datasets/rabbits"
+    save_model(model, tmp_path / "models" / "m", info)
+    assert read_model_info(tmp_path / "models" / "m").training_data == data.resolve()
+    # The pair moves as a whole: the record stays right.
+    (tmp_path / "moved").mkdir()
+    for part in ("models", "datasets"):
+        (tmp_path / part).rename(tmp_path / "moved" / part)
+    moved = read_model_info(tmp_path / "moved" / "models" / "m")
+    assert moved.training_data == (tmp_path / "moved" / "datasets" / "rabbits").resolve()
+    # A model.json written before records an absolute path, which is read as it is.
+    meta_path = tmp_path / "moved" / "models" / "m" / META_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["training"]["data"] = "/elsewhere/data"
+    meta_path.write_text(json.dumps(meta))
+    assert read_model_info(meta_path.parent).training_data == Path("/elsewhere/data")

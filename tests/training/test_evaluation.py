@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,9 @@ def test_evaluate_json_is_strict_json_and_the_table_names_statuses(
         "status": "not_annotated", "dice": None, "hd95_mm": None,
     }  # fmt: skip
     assert "not annotated" in run.output and "HD95" in run.output
+    # Paths relative to the JSON's folder, not this machine's absolute ones.
+    assert result["data"] == "data"
+    assert result["model"] == Path(os.path.relpath(liver_everywhere, tmp_path)).as_posix()
 
 
 # --------------------------------------------------------------------------- post-processing

@@ -157,3 +157,31 @@ def test_dice_ce_rewards_the_right_answer_and_weights_deep_supervision() -> None
     assert isinstance(make_loss("bce_tversky", 0.3, 0.7), BCETverskyLoss)
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("focal")
+
+
+def test_tversky_term_equals_monais() -> None:
+    from monai.losses import TverskyLoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 16, 16, generator=generator) * 3
+    target = (torch.rand(3, 4, 16, 16, generator=generator) > 0.6).float()
+    target[:, 3] = 0  # an organ in no slice of the batch
+    ours = BCETverskyLoss(0.3, 0.7).tversky(logits, target)
+    monai = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7, batch=True)(logits, target)
+    torch.testing.assert_close(ours, monai, rtol=1e-6, atol=1e-7)
+
+
+def test_summed_counts_of_two_halves_score_the_whole_batch() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 2, 8, 8, generator=generator)
+    target = (torch.rand(4, 2, 8, 8, generator=generator) > 0.5).float()
+    whole = BCETverskyLoss().tversky(logits, target)
+    other_half: list[torch.Tensor] = []
+
+    def add_other_half(counts: torch.Tensor) -> torch.Tensor:
+        return counts + other_half[0]
+
+    probe = BCETverskyLoss(reduce_counts=lambda counts: other_half.append(counts) or counts)
+    probe.tversky(logits[2:], target[2:])  # records the other process's counts
+    halves = BCETverskyLoss(reduce_counts=add_other_half).tversky(logits[:2], target[:2])
+    torch.testing.assert_close(halves, whole)

@@ -477,17 +477,18 @@ def test_rl_tune_reuses_the_parents_split_only_for_the_same_cases(tmp_path: Path
     data = tmp_path / "data"
     _tiny_dataset(data)
     split = {"train": ["toy_000"], "val": ["toy_001"], "test": ["toy_002"]}
-    parent = SimpleNamespace(training={"data": str(data.resolve()), "split": split})
+    # training_data: model.json's "data" resolved against the model folder (ModelInfo)
+    parent = SimpleNamespace(training={"split": split}, training_data=data.resolve())
     target = tmp_path / "a" / "splits.json"
     target.parent.mkdir()
     _reuse_parent_split(parent, data, CORE_ORGANS, target)
     assert json.loads(target.read_text()) == split
     # Another case set (or another folder) gets a fresh split.
-    other = SimpleNamespace(training={"data": str(data.resolve()), "split": {**split, "test": []}})
+    other = SimpleNamespace(training={"split": {**split, "test": []}}, training_data=data.resolve())
     fresh = tmp_path / "b" / "splits.json"
     fresh.parent.mkdir()
     _reuse_parent_split(other, data, CORE_ORGANS, fresh)
     assert not fresh.exists()
-    elsewhere = SimpleNamespace(training={"data": str(tmp_path), "split": split})
+    elsewhere = SimpleNamespace(training={"split": split}, training_data=tmp_path)
     _reuse_parent_split(elsewhere, data, CORE_ORGANS, fresh)
     assert not fresh.exists()

@@ -81,6 +81,9 @@ def test_a_round_validates_on_rabbits_new_to_the_transfer_model(tmp_path: Path, 
     report = run_demo_rounds(*args, config=rounds_config, progress=False)
     (record,) = report["rounds"]
     assert record["val_seen_by_parent"] == []
+    # The report records the preprocessing the rounds trained at: the parent's, not a default.
+    parent_pre = json.loads((parent / "model.json").read_text())["preprocess"]
+    assert report["refine"]["preprocess"]["size"] == parent_pre["size"] == 32
     with Workspace.open(out / "workspace") as ws:
         split = ws.model(record["model"]).split
         assert record["val_cases"] == split["val"]

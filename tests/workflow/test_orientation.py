@@ -114,7 +114,7 @@ def test_a_schema_1_workspace_is_migrated_once_and_keeps_its_cases(setup: Setup)
         assert [(c.case_id, c.state, c.content_sha256) for c in ws.cases()] == before
         assert all(c.orientation is None for c in ws.cases())
         version = ws.db.execute("SELECT value FROM info WHERE key = 'schema_version'")
-        assert int(version.fetchone()[0]) == SCHEMA_VERSION == 2
+        assert int(version.fetchone()[0]) == SCHEMA_VERSION == 3
         assert [e["action"] for e in ws.audit_log()].count("migrate") == 1
         add_scans(ws, [setup.inputs / "new1.nii.gz"], orientation="LPI")  # the column works
     with Workspace.open(setup.root) as ws:  # opening again does not migrate again
@@ -124,8 +124,8 @@ def test_a_schema_1_workspace_is_migrated_once_and_keeps_its_cases(setup: Setup)
 
 def test_a_newer_schema_is_refused(setup: Setup) -> None:
     db = sqlite3.connect(str(setup.root / "vetseg.db"))
-    db.execute("UPDATE info SET value = '3' WHERE key = 'schema_version'")
+    db.execute("UPDATE info SET value = '4' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(InputError, match="not a vetseg 2 workspace"):
+    with pytest.raises(InputError, match="not a vetseg 3 workspace"):
         Workspace.open(setup.root)

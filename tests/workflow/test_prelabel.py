@@ -152,3 +152,17 @@ def test_oblique_scan_gets_its_prelabel_on_its_own_grid(setup: Setup, tmp_path) 
         prelabel(ws)
         labels, label_meta = read_label(ws.review_dir("oblique") / "prelabel.nii.gz")
     assert label_meta == meta and labels.shape == read_image(image)[0].shape
+
+
+def test_prelabel_in_a_workspace_opened_by_a_relative_path(tmp_path, monkeypatch) -> None:
+    """`vetseg demo --out demo_out` opens demo_out/workspace: the pre-label's checksum must be
+    recorded under its workspace path, not under the workspace folder twice."""
+    from vetseg.workflow.check import check_workspace
+
+    make_workspace(tmp_path, labelled=0, unlabelled=2)  # the workspace is tmp_path/ws
+    monkeypatch.chdir(tmp_path)
+    with Workspace.open("ws") as ws:
+        (item,) = prelabel(ws, cases=1, strategy="random").items
+        assert (tmp_path / "ws" / "review" / item.case_id / "prelabel.nii.gz").is_file()
+        assert f"review/{item.case_id}/prelabel.nii.gz" in ws.named_files()
+        assert check_workspace(ws).problems == []

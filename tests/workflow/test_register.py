@@ -176,3 +176,20 @@ def test_cli_init_add_use_status(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["counts"]["labelled"] == 1 and report["current_model"]
+
+
+def test_an_msd_image_drops_its_channel_suffix_only_in_an_images_folder(tmp_path: Path) -> None:
+    assert case_id_for(Path("/d/imagesTr/rabbit_007_0000.nii.gz")) == "rabbit_007"
+    assert case_id_for(Path("/d/imagesTs/case_0000.nii.gz")) == "case"
+    assert case_id_for(Path("/d/scans/case_0000.nii.gz")) == "case_0000"  # a lab's own number
+    assert case_id_for(Path("/d/imagesTr/case_0001.nii.gz")) == "case_0001"  # another channel
+
+
+def test_vetseg_add_names_an_msd_case_like_its_label(setup: Setup, tmp_path: Path) -> None:
+    images = tmp_path / "msd" / "imagesTr"
+    images.mkdir(parents=True)
+    scan = images / "rabbit9_0000.nii.gz"
+    scan.write_bytes((setup.inputs / "new3.nii.gz").read_bytes())
+    result = CliRunner().invoke(app, ["add", str(setup.root), str(scan)])
+    assert result.exit_code == 0, result.stderr
+    assert "added 1 unlabelled case(s): rabbit9" in result.stdout

@@ -85,6 +85,7 @@ def test_audit_log_is_append_only(setup: Setup) -> None:
 
 def test_one_command_at_a_time(setup: Setup) -> None:
     with Workspace.open(setup.root) as first, Workspace.open(setup.root) as second:
+        second.lock_timeout = 0.0
         with first.changing():
             with pytest.raises(InputError, match="another vetseg command"):
                 with second.changing():

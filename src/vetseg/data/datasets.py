@@ -42,7 +42,7 @@ import numpy as np
 from vetseg.data.identity import content_hash
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
-from vetseg.io.image import ImageMeta, read_image, read_label, to_canonical
+from vetseg.io.image import ImageMeta, read_label, read_scan, to_canonical
 from vetseg.labels import (
     CORE_ORGANS,
     TOTALSEG_V2,
@@ -492,7 +492,7 @@ def load_case(dataset: CaseDataset, case: Case, orientation: str = "LPS") -> Loa
     """
     from vetseg.io.orientation import apply_orientation_override
 
-    image, header_meta = read_image(case.image)
+    image, header_meta = read_scan(case.image)
     # The override only turns the axes; labels are checked against the header's grid.
     meta = apply_orientation_override(
         header_meta, case.orientation or dataset.orientation, image.shape

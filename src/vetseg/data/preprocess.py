@@ -265,11 +265,25 @@ def normalize_intensity(volume: np.ndarray, preprocess: PreprocessConfig) -> np.
     """
     if preprocess.intensity is None:
         return normalize_slices(volume, preprocess.window)
+    return apply_intensity(clip_to_window(volume, preprocess), preprocess)
+
+
+def clip_to_window(volume: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+    """``[z, y, x]`` clipped to the CT window, float32 (a new array)."""
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume [z, y, x], got an array of shape {volume.shape}.")
     low, high = preprocess.window
+    return np.clip(volume.astype(np.float32, copy=True), low, high)
+
+
+def apply_intensity(clipped: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+    """``(clipped - mean) / std`` in float32 (a new array): the last, elementwise step of a
+    model with intensity statistics. Applied to window-clipped values on either grid: the
+    resampling weights sum to 1, so it commutes with resampling."""
+    if preprocess.intensity is None:
+        raise InputError("the model has no intensity statistics to apply.")
     mean, std = preprocess.intensity
-    out = np.clip(volume.astype(np.float32, copy=True), low, high)
+    out = np.array(clipped, dtype=np.float32, copy=True)
     out -= np.float32(mean)
     out /= np.float32(std)
     return out
@@ -364,6 +378,10 @@ def to_model_grid(
 ) -> tuple[np.ndarray, ModelGrid]:
     """Model input of axial slices: normalised intensities on the model's pixel grid.
 
+    A model with intensity statistics: :func:`clipped_on_model_grid`, then
+    :func:`apply_intensity` (what the slice cache stores is the first step's output, so cached
+    and decoded training slices are the same numbers).
+
     Args:
         slices_hu: ``[z, y, x]`` HU (or the window's units), canonical orientation.
         spacing_yx: their in-plane pixel size in mm (:func:`inplane_spacing`).
@@ -378,14 +396,39 @@ def to_model_grid(
             f"expected a 3D volume [z, y, x], got an array of shape {slices_hu.shape}."
         )
     grid = model_grid(slices_hu.shape[1:], spacing_yx, preprocess, offset_yx)
+    if grid.scale is not None and preprocess.intensity is not None:
+        clipped, grid = clipped_on_model_grid(slices_hu, spacing_yx, preprocess, offset_yx)
+        return apply_intensity(clipped, preprocess), grid
     normalized = normalize_intensity(slices_hu, preprocess)
     if grid.scale is None:
         return resize_slices(normalized, preprocess.size, order=1), grid
+    return _resample_image(normalized, grid), grid
+
+
+def clipped_on_model_grid(
+    slices_hu: np.ndarray,
+    spacing_yx: tuple[float, float],
+    preprocess: PreprocessConfig,
+    offset_yx: tuple[float, float] = (0.0, 0.0),
+) -> tuple[np.ndarray, ModelGrid]:
+    """Window-clipped intensities ``[z, H, W]`` (float32, HU) on the model grid of a model with
+    a pixel spacing: model input before its intensity statistics are applied.
+
+    Raises:
+        InputError: a legacy model (no spacing), or not a 3D volume.
+    """
+    if preprocess.spacing is None:
+        raise InputError("a model without a pixel spacing has no fixed model grid.")
+    grid = model_grid(slices_hu.shape[1:], spacing_yx, preprocess, offset_yx)
+    return _resample_image(clip_to_window(slices_hu, preprocess), grid), grid
+
+
+def _resample_image(slices: np.ndarray, grid: ModelGrid) -> np.ndarray:
     rows, cols = _forward_matrices(grid, order=1)
-    tensor = torch.from_numpy(np.ascontiguousarray(normalized))[:, None]
+    tensor = torch.from_numpy(np.ascontiguousarray(slices))[:, None]
     with torch.no_grad():
         image = _resample(tensor, rows, cols)[:, 0].numpy()
-    return np.ascontiguousarray(image, dtype=np.float32), grid
+    return np.ascontiguousarray(image, dtype=np.float32)
 
 
 def labels_to_model_grid(labels: np.ndarray, grid: ModelGrid) -> np.ndarray:
@@ -522,14 +565,29 @@ def foreground_intensity(
     Raises:
         InputError: when no case has a labelled voxel.
     """
+    samples = [foreground_sample(image, labels, max_voxels_per_case) for image, labels in cases]
+    return intensity_from_samples(samples, window)
+
+
+def foreground_sample(
+    image: np.ndarray, labels: np.ndarray, max_voxels: int = 200_000
+) -> np.ndarray:
+    """The organ voxels of one case that :func:`foreground_intensity` pools: an evenly strided
+    sample of at most ``max_voxels``, unclipped, in the image's dtype (the slice cache keeps it,
+    so statistics from a cache equal those from the decoded scans)."""
+    values = image[labels > 0]
+    if values.size > max_voxels:
+        values = values[:: int(math.ceil(values.size / max_voxels))]
+    return values
+
+
+def intensity_from_samples(
+    samples: Sequence[np.ndarray], window: tuple[float, float]
+) -> tuple[float, float]:
+    """``(mean, std)`` of the window-clipped, pooled :func:`foreground_sample` of the cases."""
     low, high = float(window[0]), float(window[1])
-    samples = []
-    for image, labels in cases:
-        values = image[labels > 0]
-        if values.size > max_voxels_per_case:
-            values = values[:: int(math.ceil(values.size / max_voxels_per_case))]
-        samples.append(np.clip(values.astype(np.float64), low, high))
-    pooled = np.concatenate(samples) if samples else np.zeros(0)
+    clipped = [np.clip(values.astype(np.float64), low, high) for values in samples]
+    pooled = np.concatenate(clipped) if clipped else np.zeros(0)
     if pooled.size == 0:
         raise InputError("no labelled voxel to compute intensity statistics from.")
     std = max(float(pooled.std()), 1e-3 * (high - low))

@@ -10,11 +10,17 @@ legacy model (no spacing) sees whole slices squashed to ``size x size``, as befo
 Slices that show no organ carry little signal, so only a seeded fraction of them is kept.
 Per-sample crops and augmentation draw from a generator derived from ``(seed, epoch, index)``:
 a run reproduces whatever the number of DataLoader workers.
+
+:meth:`SliceDataset.from_cache` reads the same slices from a slice cache
+(:mod:`vetseg.data.cache`) through memory maps instead of decoding scans: a model with a pixel
+spacing and intensity statistics keeps window-clipped HU on the model grid (what the cache
+stores) and applies its statistics per sample, so both give the very same samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +29,8 @@ from vetseg.config import AugmentConfig, PreprocessConfig
 from vetseg.data.augment import Augmenter, build_augment
 from vetseg.data.datasets import LoadedCase
 from vetseg.data.preprocess import (
+    apply_intensity,
+    clipped_on_model_grid,
     inplane_offset,
     inplane_spacing,
     labels_to_model_grid,
@@ -30,6 +38,13 @@ from vetseg.data.preprocess import (
     to_model_grid,
 )
 from vetseg.errors import InputError
+
+if TYPE_CHECKING:
+    from vetseg.data.cache import SliceCache
+
+#: One case on the model grid: ``(case_id, images [z, H, W], labels [z, H, W], presence
+#: [z, n_organs])``; the arrays may be memory-mapped (:class:`~vetseg.data.cache.LazyArray`).
+_Volume = tuple[str, Any, Any, np.ndarray]
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -61,10 +76,61 @@ class SliceDataset(torch.utils.data.Dataset):
         seed: int = 0,
         cache_dtype: type[np.floating] = np.float32,
     ) -> None:
-        if not 0.0 <= empty_slice_rate <= 1.0:
-            raise InputError(f"empty slice rate must lie in [0, 1], got {empty_slice_rate}.")
+        self._setup(organs, preprocess, augment, empty_slice_rate, seed)
         if not loaded_cases:
             raise InputError("no cases to make training slices from.")
+        volumes = []
+        for case in loaded_cases:
+            image, labels = self._model_grid(case)
+            volumes.append(
+                (case.case_id, image.astype(cache_dtype), labels, self._presence_of(labels))
+            )
+        self._select(volumes, in_memory=True)
+
+    @classmethod
+    def from_cache(
+        cls,
+        cache: SliceCache,
+        case_ids: Sequence[str],
+        organs: Sequence[str],
+        preprocess: PreprocessConfig,
+        augment: AugmentConfig | None = None,
+        empty_slice_rate: float = 0.1,
+        seed: int = 0,
+    ) -> SliceDataset:
+        """The same slices, read from a slice cache's memory maps instead of decoded scans.
+
+        Only the kept slices' pages are ever read; nothing is decoded or resampled.
+
+        Raises:
+            InputError: a cache made with other settings (spacing, window, orientation,
+                organs), a model without intensity statistics, or a case not in the cache.
+        """
+        from vetseg.data.cache import CacheSettings
+
+        cache.check(CacheSettings.of(preprocess, organs, cache.settings.data_orientation))
+        if preprocess.intensity is None:
+            raise InputError("training from a slice cache needs the model's intensity statistics.")
+        if not case_ids:
+            raise InputError("no cases to make training slices from.")
+        dataset = cls.__new__(cls)
+        dataset._setup(organs, preprocess, augment, empty_slice_rate, seed)
+        volumes = [
+            (cid, cache.images(cid), cache.labels(cid), cache.presence(cid)) for cid in case_ids
+        ]
+        dataset._select(volumes, in_memory=False)
+        return dataset
+
+    def _setup(
+        self,
+        organs: Sequence[str],
+        preprocess: PreprocessConfig,
+        augment: AugmentConfig | None,
+        empty_slice_rate: float,
+        seed: int,
+    ) -> None:
+        if not 0.0 <= empty_slice_rate <= 1.0:
+            raise InputError(f"empty slice rate must lie in [0, 1], got {empty_slice_rate}.")
         self.organs = tuple(organs)
         self.preprocess = preprocess
         self.seed = int(seed)
@@ -73,54 +139,74 @@ class SliceDataset(torch.utils.data.Dataset):
         self.augmenter: Augmenter | None = (
             build_augment(augment, self.organs) if augment is not None and augment.enabled else None
         )
-        n_organs = len(self.organs)
-        self._organ_ids = np.arange(1, n_organs + 1, dtype=np.uint8)[:, None, None]
-
+        self._organ_ids = np.arange(1, len(self.organs) + 1, dtype=np.uint8)[:, None, None]
         self.size = int(preprocess.size)
         self.fill = pad_value(preprocess)
-        images, labels, origins = [], [], []
-        for case in loaded_cases:
-            if case.labels is None:
-                raise InputError(f"case {case.case_id} has no label map to train on.")
-            if case.labels.shape != case.image.shape:
-                raise InputError(
-                    f"case {case.case_id}: label map {case.labels.shape} and image"
-                    f" {case.image.shape} differ in shape."
-                )
-            if int(case.labels.max(initial=0)) > n_organs:
-                raise InputError(
-                    f"case {case.case_id}: label id {int(case.labels.max())} is outside the"
-                    f" {n_organs} organs {list(self.organs)}."
-                )
-            meta = case.canonical_meta
-            image, grid = to_model_grid(
-                case.image, inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
-            )
-            images.extend(image.astype(cache_dtype))
-            labels.extend(labels_to_model_grid(case.labels.astype(np.uint8), grid))
-            origins.extend((case.case_id, z) for z in range(case.image.shape[0]))
-        # Presence on the model grid (whole slices): what the targets can show.
-        presence = np.stack([(lab[None] == self._organ_ids).any(axis=(1, 2)) for lab in labels])
+        # A model with a spacing and intensity statistics keeps window-clipped HU (what the
+        # slice cache stores) and applies its statistics per sample; others keep model input.
+        self._stores_clipped = preprocess.spacing is not None and preprocess.intensity is not None
 
+    def _model_grid(self, case: LoadedCase) -> tuple[np.ndarray, np.ndarray]:
+        n_organs = len(self.organs)
+        if case.labels is None:
+            raise InputError(f"case {case.case_id} has no label map to train on.")
+        if case.labels.shape != case.image.shape:
+            raise InputError(
+                f"case {case.case_id}: label map {case.labels.shape} and image"
+                f" {case.image.shape} differ in shape."
+            )
+        if int(case.labels.max(initial=0)) > n_organs:
+            raise InputError(
+                f"case {case.case_id}: label id {int(case.labels.max())} is outside the"
+                f" {n_organs} organs {list(self.organs)}."
+            )
+        meta = case.canonical_meta
+        grid_args = (
+            case.image,
+            inplane_spacing(meta.spacing),
+            self.preprocess,
+            inplane_offset(meta),
+        )
+        image, grid = (
+            clipped_on_model_grid(*grid_args) if self._stores_clipped else to_model_grid(*grid_args)
+        )
+        return image, labels_to_model_grid(case.labels.astype(np.uint8), grid)
+
+    def _presence_of(self, labels: np.ndarray) -> np.ndarray:
+        """Presence on the model grid (whole slices): what the targets can show."""
+        return np.stack([(lab[None] == self._organ_ids).any(axis=(1, 2)) for lab in labels])
+
+    def _select(self, volumes: list[_Volume], in_memory: bool) -> None:
+        """Keep the slices that show an organ and a seeded share of the others."""
+        presence = np.concatenate([volume[3] for volume in volumes])
+        origins = [(cid, v, z) for v, (cid, _, _, p) in enumerate(volumes) for z in range(len(p))]
         has_organ = presence.any(axis=1)
         empty = np.flatnonzero(~has_organ)
         n_keep = int(np.floor(self.empty_slice_rate * empty.size + 0.5))
         chosen = np.random.default_rng([self.seed, 0x5E1EC7]).choice(empty, n_keep, replace=False)
         keep = np.sort(np.concatenate([np.flatnonzero(has_organ), chosen]))
         if keep.size == 0:
-            raise InputError(f"no slice of the {len(loaded_cases)} case(s) shows any organ.")
-
-        # Slices keep their own (model-grid) shapes; a legacy model's are all size x size.
-        self._images = [np.ascontiguousarray(images[i]) for i in keep]
-        self._labels = [np.ascontiguousarray(labels[i]) for i in keep]
+            raise InputError(f"no slice of the {len(volumes)} case(s) shows any organ.")
+        kept_origins = [origins[i] for i in keep]
+        self._images: list[Any] = [volume[1] for volume in volumes]
+        self._labels: list[Any] = [volume[2] for volume in volumes]
+        # (volume, z in the stored volume) of every kept slice.
+        self._where = np.array([(v, z) for _, v, z in kept_origins], dtype=np.int64)
+        if in_memory:
+            # Held in memory: keep only the kept slices (most empty ones go).
+            for v in range(len(volumes)):
+                zs = self._where[self._where[:, 0] == v, 1]
+                self._images[v] = np.ascontiguousarray(self._images[v][zs])
+                self._labels[v] = np.ascontiguousarray(self._labels[v][zs])
+                self._where[self._where[:, 0] == v, 1] = np.arange(zs.size)
         self._presence = presence[keep]
-        self._origins = [origins[i] for i in keep]
+        self._origins = [(cid, z) for cid, _, z in kept_origins]
         #: Slices of all cases before the empty-slice choice, and how many were empty.
-        self.n_slices_total = len(labels)
+        self.n_slices_total = int(presence.shape[0])
         self.n_empty_total = int(empty.size)
 
     def __len__(self) -> int:
-        return len(self._images)
+        return len(self._origins)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (call before every epoch)."""
@@ -137,7 +223,11 @@ class SliceDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"slice index {index} out of range for {len(self)} slices")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, labels = self._images[index], self._labels[index]
+        volume, z = self._where[index]
+        image = np.asarray(self._images[volume][z])
+        labels = np.asarray(self._labels[volume][z])
+        if self._stores_clipped:
+            image = apply_intensity(image, self.preprocess)
         if image.shape != (self.size, self.size):
             image, labels = self._crop(image, labels, rng)
         image = image.astype(np.float32)

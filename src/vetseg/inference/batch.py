@@ -118,6 +118,23 @@ def find_scans(folder: Path, exclude: tuple[Path, ...] = ()) -> list[ScanEntry]:
     return sorted(unique, key=lambda e: e.name)
 
 
+def shard_scans(entries: list[ScanEntry], index: int, count: int) -> list[ScanEntry]:
+    """Shard ``index`` of ``count`` (0-based) of the scans, sorted by name: every ``count``-th
+    scan from the ``index``-th. The shards of one folder are disjoint and together hold every
+    scan, whatever machine computes them: a SLURM array (``--shard $SLURM_ARRAY_TASK_ID/N``)
+    splits a cohort without a coordinator.
+
+    Raises:
+        InputError: ``index`` not in ``0 .. count - 1``.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise InputError(
+            f"--shard {index}/{count}: give I/N with N >= 1 and I from 0 to N - 1"
+            " (e.g. $SLURM_ARRAY_TASK_ID/N for an array of N tasks numbered from 0)."
+        )
+    return sorted(entries, key=lambda e: e.name)[index::count]
+
+
 def segment_folder(
     segmenter: Segmenter,
     folder: Path,
@@ -129,6 +146,7 @@ def segment_folder(
     on_scan: Callable[[int, int, ScanEntry], None] | None = None,
     progress: Progress | None = None,
     orientation: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> list[BatchItem]:
     """Segment every scan of ``folder`` into ``out_dir``; a failing scan does not stop the rest.
 
@@ -142,9 +160,11 @@ def segment_folder(
         on_scan: called with ``(index, count, entry)`` before each scan.
         progress: called with ``(slices done, slices in all)`` during each scan.
         orientation: override of every scan's header direction (``--orientation``).
+        shard: ``(i, n)``: only this machine's share of the scans (:func:`shard_scans`).
 
     Returns:
-        One item per scan, in order; failed items carry the error's one sentence.
+        One item per scan, in order; failed items carry the error's one sentence (none when
+        the shard holds no scan).
 
     Raises:
         InputError: the folder holds no scan.
@@ -157,6 +177,8 @@ def segment_folder(
             f"Cannot segment {folder}: it holds no scan (.nii, .nii.gz, .nrrd, .mha, .mhd or a "
             "DICOM series folder)."
         )
+    if shard is not None:
+        entries = shard_scans(entries, *shard)
     items = []
     for index, entry in enumerate(entries):
         if on_scan is not None:

@@ -57,6 +57,8 @@ class SegmentRequest:
             side (0: off, the default until measured better on held-out data).
         orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
             header (see :mod:`vetseg.io.orientation`); None: the header's.
+        shard: ``(i, n)``: segment only shard ``i`` of ``n`` of a folder of scans
+            (:func:`vetseg.inference.batch.shard_scans`).
     """
 
     model: Path
@@ -79,6 +81,7 @@ class SegmentRequest:
     precision: str = "auto"
     smooth_slices: int = 0
     orientation: str | None = None
+    shard: tuple[int, int] | None = None
 
 
 def _check_request(request: SegmentRequest, batch: bool) -> None:
@@ -117,6 +120,10 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
                 f"{request.scan} is a folder of scans, and {given[0]} names one file; use "
                 "--report-dir and --preview-dir for a folder."
             )
+        if request.shard is not None:
+            from vetseg.inference.batch import shard_scans
+
+            shard_scans([], *request.shard)  # checks the numbers before the model loads
         if request.out.exists() and not request.out.is_dir():
             raise InputError(f"Cannot write into {request.out}: it is a file, not a folder.")
         if any(request.out.name.lower().endswith(s) for s in MAP_SUFFIXES):
@@ -138,6 +145,8 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
             )
         if request.preview_dir is not None:
             raise InputError("--preview-dir is for a folder of scans; use --preview FILE.png.")
+        if request.shard is not None:
+            raise InputError(f"--shard is for a folder of scans; {request.scan} is one scan.")
         if request.report is not None and request.report_dir is not None:
             raise InputError("Give --report or --report-dir, not both.")
 
@@ -271,9 +280,13 @@ def _run_batch(
             on_scan=on_scan,
             progress=lambda done, total: bar.update(slices, completed=done, total=total),
             orientation=request.orientation,
+            shard=request.shard,
         )
         bar.update(scans, completed=len(items))
-    table = Table(title=f"{len(items)} scan(s) from {request.scan}")
+    where = f"{request.scan}" + (
+        f", shard {request.shard[0]}/{request.shard[1]}" if request.shard else ""
+    )
+    table = Table(title=f"{len(items)} scan(s) from {where}")
     for column in ("scan", "status", "slices", "seconds", "organs found / error"):
         table.add_column(column, justify="right" if column in ("slices", "seconds") else "left")
     for item in items:

@@ -138,13 +138,13 @@ def segment_scan(
             one; raised before anything is written.
     """
     from vetseg.inference.dicom_seg import load_dicom_source
-    from vetseg.io.image import read_image, write_image
+    from vetseg.io.image import read_scan, write_image
     from vetseg.io.orientation import apply_orientation_override, posture_warning
 
     started = time.perf_counter()
     scan = Path(scan)
     check_outputs(scan, outputs)
-    volume, meta = read_image(scan)
+    volume, meta = read_scan(scan)
     posed = apply_orientation_override(meta, orientation, volume.shape)
     source = load_dicom_source(meta) if outputs.dicom_seg is not None else None
     read_seconds = time.perf_counter() - started

@@ -203,8 +203,8 @@ def _validation_volumes(info: ModelInfo, slices: int) -> tuple[list[CheckVolume]
 
     split = info.training.get("split") or {}
     val = list(split.get("val") or []) if isinstance(split, dict) else []
-    data = info.training.get("data")
-    if not val or not isinstance(data, str) or not Path(data).is_dir():
+    data = info.training_data
+    if not val or data is None or not data.is_dir():
         return None
     try:
         dataset = open_dataset(Path(data), info.organs)

@@ -252,9 +252,13 @@ class SegmentationReport:
         return buffer.getvalue()
 
     def write(self, csv_path: Path, json_path: Path) -> tuple[Path, Path]:
-        """Write both files atomically."""
+        """Write both files atomically; the JSON names the scan relative to its own folder."""
+        from vetseg.models.files import relative_path
+
+        document = self.to_json()
+        document["scan"] = relative_path(self.scan, Path(json_path).parent)
         atomic_write_text(csv_path, self.to_csv())
-        atomic_write_json(json_path, self.to_json())
+        atomic_write_json(json_path, document)
         return Path(csv_path), Path(json_path)
 
 

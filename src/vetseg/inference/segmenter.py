@@ -464,9 +464,9 @@ class Segmenter:
 
     def predict_file(self, scan: str | Path, out: str | Path) -> Prediction:
         """Read a scan (NIfTI, NRRD, MHA or DICOM folder), segment it, write the label map."""
-        from vetseg.io.image import read_image, write_image
+        from vetseg.io.image import read_scan, write_image
 
-        volume, meta = read_image(Path(scan))
+        volume, meta = read_scan(Path(scan))
         prediction = self.predict(volume, meta)
         write_image(prediction.labels, meta, Path(out), segment_names=self.segment_names)
         return prediction

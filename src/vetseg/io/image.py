@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import shutil
 import struct
 import sys
@@ -102,6 +103,7 @@ class ImageMeta:
         dicom_files: the DICOM files of the series, in the same order (for DICOM-SEG).
         series_count: how many series the DICOM folder held (the largest one is read).
         segment_names: ``(label value, name)`` pairs, e.g. from a 3D Slicer ``.seg.nrrd``.
+        modality: DICOM Modality of the series read (``"CT"``, ``"MR"``, ...); None otherwise.
     """
 
     spacing: tuple[float, float, float]
@@ -115,6 +117,7 @@ class ImageMeta:
     dicom_files: tuple[str, ...] = field(default=(), compare=False)
     series_count: int = field(default=0, compare=False)
     segment_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+    modality: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Accept lists and numpy arrays from callers but store plain float tuples, so that the
@@ -315,20 +318,212 @@ def _check_nifti_complete(path: Path) -> None:
         raise InputError(f"{truncated} (its header promises {expected} bytes, it holds {total}).")
 
 
+def _nifti1_header(path: Path) -> tuple[bytes, str] | None:
+    """The first 348 bytes of a NIfTI-1 file and their byte order, or None for anything else."""
+    try:
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == b"\x1f\x8b"
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as stream:
+            header = stream.read(348)
+    except (OSError, EOFError):
+        return None  # _check_nifti_complete says what is wrong with the stream
+    for endian in "<>":
+        if len(header) == 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            return header, endian
+    return None
+
+
+def _nifti_affines(header: bytes, endian: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The qform and sform matrices (4x4, RAS mm) a NIfTI-1 header sets (None where unset)."""
+    qform_code, sform_code = struct.unpack(endian + "2h", header[252:256])
+    pixdim = struct.unpack(endian + "8f", header[76:108])
+    qform = sform = None
+    if qform_code > 0:
+        b, c, d, *offset = struct.unpack(endian + "6f", header[256:280])
+        a = math.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+        rotation = np.array(
+            [
+                [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b],
+            ]
+        )
+        qfac = -1.0 if pixdim[0] < 0 else 1.0
+        qform = np.eye(4)
+        qform[:3, :3] = rotation * np.array([pixdim[1], pixdim[2], pixdim[3] * qfac])
+        qform[:3, 3] = offset
+    if sform_code > 0:
+        sform = np.eye(4)
+        sform[:3] = np.asarray(struct.unpack(endian + "12f", header[280:328])).reshape(3, 4)
+    return qform, sform
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Refuse a NIfTI-1 header whose geometry ITK would read wrongly, silently or not at all.
+
+    ITK replaces a zero or NaN voxel size by 1 mm, picks one of two disagreeing orientation
+    records (qform, sform) without a word, and fails on a sheared sform with a message about
+    orthonormal cosines; each becomes one sentence here instead.
+    """
+    found = _nifti1_header(path)
+    if found is None:
+        return
+    header, endian = found
+    dims = struct.unpack(endian + "8h", header[40:56])
+    ndim = dims[0]
+    if 1 <= ndim <= 7 and any(d <= 0 for d in dims[1 : ndim + 1]):
+        shown = " x ".join(str(d) for d in dims[1 : ndim + 1])
+        raise InputError(
+            f"Cannot read {path}: its header describes {shown} voxels, an axis of length 0 or "
+            "less, so it holds no image."
+        )
+    pixdim = struct.unpack(endian + "3f", header[80:92])
+    if not all(math.isfinite(v) and v != 0 for v in pixdim[: min(max(ndim, 1), 3)]):
+        shown = ", ".join(f"{v:g}" for v in pixdim)
+        raise InputError(
+            f"Cannot read {path}: its voxel spacing ({shown} mm) is zero or not a number, so "
+            "sizes and volumes would be wrong."
+        )
+    qform, sform = _nifti_affines(header, endian)
+    if sform is not None:
+        columns = sform[:3, :3] / np.maximum(np.linalg.norm(sform[:3, :3], axis=0), 1e-12)
+        if not np.all(np.isfinite(sform)) or np.max(np.abs(columns.T @ columns - np.eye(3))) > 1e-3:
+            if qform is None:
+                raise InputError(
+                    f"Cannot read {path}: its voxel axes are not orthogonal (a sheared sform "
+                    "and no qform), which no CT scanner writes; resample it to an orthogonal "
+                    "grid first."
+                )
+    if qform is not None and sform is not None and ndim >= 3:
+        corners = np.array(
+            [
+                [i, j, k, 1.0]
+                for i in (0, dims[1] - 1)
+                for j in (0, dims[2] - 1)
+                for k in (0, dims[3] - 1)
+            ]
+        )
+        gap = float(np.max(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1)))
+        if not math.isfinite(gap) or gap > 0.5 * min(abs(v) for v in pixdim[:3]):
+            raise InputError(
+                f"Cannot read {path}: its two orientation records (qform and sform) disagree by "
+                f"up to {gap:.3g} mm, so where its voxels lie is ambiguous; fix the header (e.g. "
+                "set both to the right one with nibabel) first."
+            )
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Refuse a float NIfTI with NaN or infinite voxels.
+
+    ITK's NIfTI reader turns NaN into 0 without a word, so the check reads the file's own
+    bytes (in chunks: no second copy of the volume).
+    """
+    found = _nifti1_header(path)
+    if found is None:
+        return
+    header, endian = found
+    (datatype,) = struct.unpack(endian + "h", header[70:72])
+    dtype = {16: "f4", 64: "f8"}.get(datatype)
+    if dtype is None:
+        return
+    (vox_offset,) = struct.unpack(endian + "f", header[108:112])
+    item = np.dtype(endian + dtype)
+    nan = infinite = 0
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as stream:
+            stream.read(max(int(vox_offset), 348))
+            while chunk := stream.read(item.itemsize * (1 << 22)):
+                values = np.frombuffer(chunk[: len(chunk) - len(chunk) % item.itemsize], item)
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    n = int(np.isnan(values).sum())
+                    nan += n
+                    infinite += int(bad.sum()) - n
+    except (OSError, EOFError):
+        return  # _check_nifti_complete reports a damaged stream
+    if nan or infinite:
+        raise InputError(
+            f"Cannot use {path}: {nan} voxel(s) are NaN and {infinite} infinite, which no scan "
+            "or label map holds; the file is damaged or was written by a failed computation."
+        )
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (bytes); 2**40 where it cannot be asked."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 2**40
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"  # pragma: no cover
+
+
+def _check_header_size(reader: sitk.ImageFileReader, path: Path) -> None:
+    """Refuse, from the header alone, an image that would not fit in memory or holds no reals.
+
+    A forged or damaged header can ask for terabytes; ITK would try to allocate them before
+    finding that the data are missing.
+    """
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise InputError(
+            f"Cannot use {path}: its voxels are complex numbers ({pixel}), not CT values or labels."
+        )
+    size = [int(s) for s in reader.GetSize()]
+    if any(s <= 0 for s in size):
+        raise InputError(
+            f"Cannot read {path}: its header describes an axis of length 0, so it holds no image."
+        )
+    bits = int(next(iter(re.findall(r"(\d+)-bit", pixel)), "64"))
+    needed = math.prod(size) * reader.GetNumberOfComponents() * bits // 8
+    available = _memory_bytes()
+    if needed > available:
+        shown = " x ".join(str(s) for s in size)
+        raise InputError(
+            f"Cannot read {path}: its header describes {shown} voxels, which would need "
+            f"{_human_bytes(needed)} of memory (this machine has {_human_bytes(available)}); "
+            "the header is damaged or the image is far too large."
+        )
+
+
 def _read_file(path: Path, suffix: str) -> sitk.Image:
-    """Read one image file with SimpleITK, turning its failures into one sentence."""
+    """Read one image file with SimpleITK, turning its failures into one sentence.
+
+    The header is checked before any voxel is read: its geometry (NIfTI), then the memory the
+    voxels would need, then (NIfTI) that the file holds them all.
+    """
+    kind = _FORMAT_NAMES.get(suffix, "image")
+    corrupt = f"Cannot read {path}: the file is truncated, corrupt or not a valid {kind} file."
     if suffix in (".nii", ".nii.gz"):
-        _check_nifti_complete(path)
+        _check_nifti_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         with _native_stderr_captured():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        if path.stat().st_size == 0:
+            raise InputError(f"Cannot read {path}: the file is empty.") from None
+        raise InputError(corrupt) from None
+    _check_header_size(reader, path)
+    if suffix in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
+        _check_nifti_finite(path)
+    try:
+        with _native_stderr_captured():
             return reader.Execute()
     except RuntimeError:
-        kind = _FORMAT_NAMES.get(suffix, "image")
-        raise InputError(
-            f"Cannot read {path}: the file is truncated, corrupt or not a valid {kind} file."
-        ) from None
+        raise InputError(corrupt) from None
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -355,13 +550,41 @@ def _find_series(folder: Path, recursive: bool = True) -> list[_Series]:
     return found
 
 
+#: Per-slice DICOM tags that one acquisition keeps constant; ITK uses the first slice's value.
+_CONSTANT_TAGS = {
+    "0028|0030": "pixel spacing",
+    "0020|0037": "slice orientation",
+    "0028|0010": "rows",
+    "0028|0011": "columns",
+}
+#: A slice stack leaning more than this (degrees) from the slices' normal is a gantry tilt.
+_TILT_TOLERANCE_DEGREES = 0.5
+
+
 def _check_slice_steps(reader: sitk.ImageSeriesReader, image: sitk.Image, source: Path) -> None:
-    """Raise InputError when the slices are not evenly spaced (missing or doubled slices)."""
+    """Raise InputError for slices ITK would stack wrongly without a word.
+
+    That is: slices of one series UID that differ in pixel spacing, orientation or size (two
+    acquisitions mixed), a stack that leans against its slices' normal (gantry tilt: ITK
+    would place every slice as if upright), and uneven steps (missing or doubled slices).
+    """
     count = image.GetSize()[2] if image.GetDimension() == 3 else 1
-    if count < 3:
+    if count < 2:
         return
+    for key, what in _CONSTANT_TAGS.items():
+        values = {
+            reader.GetMetaData(i, key).strip()
+            for i in range(count)
+            if reader.HasMetaDataKey(i, key)
+        }
+        if len(values) > 1:
+            shown = " and ".join(sorted(values)[:2])
+            raise InputError(
+                f"Cannot read {source}: the DICOM series mixes acquisitions (the {what} differs "
+                f"between slices: {shown}); export the one series to segment."
+            )
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    positions = []
+    points = []
     for i in range(count):
         if not reader.HasMetaDataKey(i, "0020|0032"):
             return
@@ -369,7 +592,22 @@ def _check_slice_steps(reader: sitk.ImageSeriesReader, image: sitk.Image, source
             ipp = [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
         except ValueError:
             return
-        positions.append(float(np.dot(ipp, normal)))
+        if len(ipp) != 3:
+            return
+        points.append(ipp)
+    stack = np.asarray(points[-1]) - np.asarray(points[0])
+    length = float(np.linalg.norm(stack))
+    if length > 0:
+        lean = math.degrees(math.acos(min(1.0, abs(float(np.dot(stack, normal))) / length)))
+        if lean > _TILT_TOLERANCE_DEGREES:
+            raise InputError(
+                f"Cannot read {source}: the slices were acquired with a gantry tilt of "
+                f"{lean:.1f} degrees, so the stack is sheared; resample it to an upright grid "
+                "first (e.g. dcm2niix corrects gantry tilt)."
+            )
+    if count < 3:
+        return
+    positions = [float(np.dot(p, normal)) for p in points]
     steps = np.diff(np.asarray(positions))
     median = float(np.median(np.abs(steps)))
     if median <= 0 or np.max(np.abs(np.abs(steps) - median)) > _SLICE_STEP_TOLERANCE * median:
@@ -419,6 +657,7 @@ def _read_dicom(
         "sop_uids": tuple(tag(i, "0008|0018") for i in range(n)),
         "dicom_files": tuple(str(Path(f).resolve()) for f in chosen.files),
         "series_count": len(series),
+        "modality": tag(0, "0008|0060").upper() or None,
     }
     return image, provenance
 
@@ -603,6 +842,7 @@ def read_image(path: str | Path, *, expect_3d: bool = True) -> tuple[np.ndarray,
         array, names = _merge_segment_layers(array, segments, path)
         provenance["segment_names"] = tuple(names.items())
         meta = meta_from_sitk(image, **provenance)
+        _check_voxels(array, meta, path)
         return np.ascontiguousarray(array), meta
 
     dim = image.GetDimension()
@@ -626,7 +866,61 @@ def read_image(path: str | Path, *, expect_3d: bool = True) -> tuple[np.ndarray,
     if dim == 2:
         array = array[None]
     meta = meta_from_sitk(image, **provenance)
+    _check_voxels(array, meta, path)
     return np.ascontiguousarray(array), meta
+
+
+def _check_voxels(array: np.ndarray, meta: ImageMeta, path: Path) -> None:
+    """Refuse voxel values and grids that no scan or label map has (NaN, Inf, sheared axes)."""
+    if np.iscomplexobj(array):
+        raise InputError(f"Cannot use {path}: its voxels are complex numbers, not CT values.")
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            nan = int(np.isnan(array).sum())
+            raise InputError(
+                f"Cannot use {path}: {nan} voxel(s) are NaN and {int((~finite).sum()) - nan} "
+                "infinite, which no scan or label map holds; the file is damaged or was written "
+                "by a failed computation."
+            )
+    direction = meta.direction_matrix
+    if np.max(np.abs(direction.T @ direction - np.eye(3))) > 1e-3:
+        raise InputError(
+            f"Cannot read {path}: its voxel axes are not orthogonal (a sheared grid), which no "
+            "CT scanner writes; resample it to an orthogonal grid first."
+        )
+
+
+#: DICOM modalities a CT command accepts: CT, and OT (other), which some micro-CT exports use.
+CT_MODALITIES = frozenset({"CT", "OT"})
+_MODALITY_NAMES = {
+    "MR": "magnetic resonance",
+    "PT": "PET",
+    "NM": "nuclear medicine",
+    "US": "ultrasound",
+    "SC": "secondary capture (screenshot)",
+    "SEG": "segmentation",
+    "CR": "radiograph",
+    "DX": "radiograph",
+    "XA": "angiography",
+    "MG": "mammography",
+}
+
+
+def read_scan(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+    """:func:`read_image` for a CT scan: a DICOM series of another modality is refused.
+
+    Raises:
+        InputError: as :func:`read_image`, or a DICOM series whose Modality is not CT (e.g. MR).
+    """
+    array, meta = read_image(path)
+    if meta.modality and meta.modality not in CT_MODALITIES:
+        name = _MODALITY_NAMES.get(meta.modality, "non-CT")
+        raise InputError(
+            f"Cannot use {path}: it is a {name} series (DICOM Modality {meta.modality}), and "
+            "vetseg segments CT."
+        )
+    return array, meta
 
 
 def _smallest_integer_dtype(array: np.ndarray) -> np.dtype:

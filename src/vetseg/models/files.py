@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,22 @@ class ModelInfo:
     real_data: bool = False
     weights_sha256: str = ""
     weights_dtype: str = "float32"
+    #: The folder model.json was read from (not written into it); None for a model in memory.
+    folder: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def training_data(self) -> Path | None:
+        """The training dataset folder: ``training.data`` resolved against the model folder.
+
+        New models record it relative to their folder, older ones as an absolute path.
+        """
+        data = self.training.get("data")
+        if not isinstance(data, str) or not data:
+            return None
+        path = Path(data)
+        if path.is_absolute():
+            return path
+        return None if self.folder is None else (self.folder / path).resolve()
 
     @property
     def data_note(self) -> str:
@@ -104,6 +121,14 @@ class ModelInfo:
             raise ModelFileError(
                 f"{source}: not a vetseg model description (format field missing)."
             )
+        organs, architecture = data.get("organs"), data.get("architecture")
+        if isinstance(organs, list) and isinstance(architecture, dict):
+            outputs = architecture.get("n_organs")
+            if outputs is not None and outputs != len(organs):
+                raise ModelFileError(
+                    f"{source}: names {len(organs)} organs but its architecture has {outputs} "
+                    "outputs, so it does not describe these weights."
+                )
         try:
             return cls(
                 model_id=str(data["model_id"]),
@@ -123,6 +148,21 @@ class ModelInfo:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: model description is incomplete ({exc}).") from exc
+
+
+def relative_path(path: str | Path, start: str | Path | None) -> str:
+    """``path`` relative to the folder ``start`` (POSIX), or absolute where that cannot be.
+
+    Result files (model.json, evaluation JSON, reports) record paths this way, so that they
+    hold no machine's absolute paths and stay right when their folder tree moves as a whole.
+    """
+    absolute = Path(path).resolve()
+    if start is None:
+        return absolute.as_posix()
+    try:
+        return Path(os.path.relpath(absolute, Path(start).resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return absolute.as_posix()
 
 
 def new_model_id(stage: str) -> str:
@@ -187,6 +227,14 @@ def resolve_model_dir(path: Path) -> Path:
     for name in (WEIGHTS_NAME, META_NAME):
         if not (path / name).is_file():
             raise ModelFileError(f"{path}: not a vetseg model folder ({name} is missing).")
+        # A link may point within the folder; one that leads out of it would make the model's
+        # identity (and what `vetseg use` copies) depend on a file nobody looks after.
+        target = (path / name).resolve()
+        if target.parent != path.resolve():
+            raise ModelFileError(
+                f"{path}: {name} is a link to {target}, outside the model folder; copy the file "
+                "into the folder instead."
+            )
     return path
 
 
@@ -200,7 +248,9 @@ def read_model_info(path: Path) -> ModelInfo:
         raise ModelFileError(f"{meta_path}: not valid JSON ({exc}).") from exc
     if not isinstance(data, dict):
         raise ModelFileError(f"{meta_path}: not a vetseg model description.")
-    return ModelInfo.from_json(data, meta_path)
+    info = ModelInfo.from_json(data, meta_path)
+    info.folder = model_dir.resolve()
+    return info
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

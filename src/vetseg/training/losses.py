@@ -7,6 +7,10 @@ negatives, so ``beta > alpha`` favours recall, which helps small organs. The los
 ``1 - index`` over the organ channels; a channel empty in both target and prediction costs
 nothing.
 
+The counts are MONAI's ``TverskyLoss(sigmoid=True, batch=True)`` (tested equal); computed here
+so that data-parallel training can sum them over the processes (``reduce_counts``) and score
+the batch of all processes together, as one process with the combined batch would.
+
 :class:`DiceCELoss` (the peer baseline, :mod:`vetseg.models.peer`): nnU-Net's loss, soft Dice
 over the organ channels pooled over the batch plus cross-entropy of a softmax over background
 and organs, with deep supervision. :func:`make_loss` picks one by ``StageConfig.loss``.
@@ -14,9 +18,10 @@ and organs, with deep supervision. :func:`make_loss` picks one by ``StageConfig.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from monai.losses import TverskyLoss
 from torch import nn
 
 #: ``StageConfig.loss`` values.
@@ -31,6 +36,9 @@ class BCETverskyLoss(nn.Module):
         beta: Tversky weight of false negatives (S100 default 0.5, S101/S103 0.7).
         bce_weight: weight of the binary cross-entropy term.
         tversky_weight: weight of the Tversky term.
+        reduce_counts: sums the soft counts ``[3, n_organs]`` (TP, FP, FN) of this process's
+            batch with those of the other processes, differentiably (data-parallel training);
+            None: this batch alone.
     """
 
     def __init__(
@@ -39,6 +47,7 @@ class BCETverskyLoss(nn.Module):
         beta: float = 0.5,
         bce_weight: float = 1.0,
         tversky_weight: float = 1.0,
+        reduce_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if alpha < 0 or beta < 0 or alpha + beta == 0:
@@ -50,10 +59,25 @@ class BCETverskyLoss(nn.Module):
         self.bce_weight = float(bce_weight)
         self.tversky_weight = float(tversky_weight)
         self.bce = nn.BCEWithLogitsLoss()
-        # MONAI's convention matches DESIGN: alpha multiplies FP, beta multiplies FN (checked
-        # by tests/training/test_losses.py). batch=True pools the counts over the batch, so a
-        # slice without an organ does not score that organ 0 on its own.
-        self.tversky = TverskyLoss(sigmoid=True, alpha=self.alpha, beta=self.beta, batch=True)
+        self.reduce_counts = reduce_counts
+
+    def tversky(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``1 - TP / (TP + alpha FP + beta FN)`` averaged over organs.
+
+        Counts pool over the batch and the pixels (a slice without an organ does not score that
+        organ 0 on its own); MONAI's 1e-5 smoothing on both sides of the fraction.
+        """
+        probs = torch.sigmoid(logits)
+        dims = [0, *range(2, logits.ndim)]
+        tp = (probs * target).sum(dims)
+        counts = torch.stack(
+            (tp, (probs * (1 - target)).sum(dims), ((1 - probs) * target).sum(dims))
+        )
+        if self.reduce_counts is not None:
+            counts = self.reduce_counts(counts)
+        tp, fp, fn = counts
+        index = (tp + 1e-5) / (tp + self.alpha * fp + self.beta * fn + 1e-5)
+        return (1.0 - index).mean()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The scalar loss.
@@ -153,14 +177,26 @@ class DiceCELoss(nn.Module):
         )
 
 
-def make_loss(name: str, tversky_alpha: float = 0.5, tversky_beta: float = 0.5) -> nn.Module:
+def make_loss(
+    name: str,
+    tversky_alpha: float = 0.5,
+    tversky_beta: float = 0.5,
+    reduce_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> nn.Module:
     """The training loss by name (``StageConfig.loss``): ``"bce_tversky"`` or ``"dice_ce"``.
+
+    ``reduce_counts`` (data-parallel training) applies to BCE + Tversky; the peer's Dice + CE
+    is trained in one process (a torchrun run of it is refused).
 
     Raises:
         ValueError: an unknown name.
     """
     if name == "bce_tversky":
-        return BCETverskyLoss(tversky_alpha, tversky_beta)
+        return BCETverskyLoss(tversky_alpha, tversky_beta, reduce_counts=reduce_counts)
     if name == "dice_ce":
+        if reduce_counts is not None:
+            raise ValueError(
+                "the dice_ce loss (peer baseline) is not data-parallel; run it in one process"
+            )
         return DiceCELoss()
     raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

@@ -620,7 +620,7 @@ def _reuse_parent_split(parent: Any, data: Path | Any, organs: Sequence[str], pa
         return
     if hasattr(data, "cases"):
         return  # an opened dataset (a workspace's cases): its case list changes between rounds
-    if str(Path(data).resolve()) != parent.training.get("data"):
+    if parent.training_data is None or Path(data).resolve() != parent.training_data:
         return
     dataset = open_dataset(Path(data), organs=organs)
     labelled = {c.case_id for c in dataset.cases if c.label is not None or c.label_dir is not None}
@@ -746,7 +746,7 @@ def rl_tune(
         "rl_steps": config.steps,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    training = training_record(prepared, config, train_set)
+    training = training_record(prepared, config, train_set, out)
     info = ModelInfo(
         model_id=model_id or new_model_id(stage),
         architecture=model.architecture(),
@@ -764,82 +764,6 @@ def rl_tune(
     return info
 
 
-def rl_tune_workspace(
-    root: Path,
-    config: RLConfig | None = None,
-    *,
-    out: Path | None = None,
-    eval_every: int = 0,
-    progress: bool = True,
-) -> tuple[Any, bool]:
-    """``vetseg rl-tune WORKSPACE``: RL-tune the workspace's current model on its cases.
-
-    Trains on the labelled and corrected cases (the newest correction of each), writes the
-    child into ``models/<id>/`` (or ``out``) and registers it with its parent. It becomes the
-    current model only when its validation Dice beats the parent's on the same validation
-    cases (DESIGN section 5: the step is kept only if it helps); otherwise it is kept, not
-    promoted, with a note saying why. The workspace stays locked for the whole run; a killed
-    run leaves an unregistered folder and nothing in the database.
-
-    Args:
-        root: the workspace folder.
-        config: RL settings.
-        out: the child's folder (default ``models/<id>`` inside the workspace).
-        eval_every: as in :func:`rl_tune`.
-        progress: show a progress bar.
-
-    Returns:
-        ``(info, promoted)``.
-    """
-    from vetseg.models.files import new_model_id, read_model_info
-    from vetseg.workflow.register import insert_model, set_current
-    from vetseg.workflow.workspace import Workspace
-
-    with Workspace.open(Path(root)) as workspace, workspace.changing():
-        current = workspace.require_current_model()
-        parent_dir = workspace.path(current.path)
-        organs = read_model_info(parent_dir).organs
-        labels = workspace.training_labels()
-        if len(labels) < 3:
-            raise InputError(
-                f"{root}: RL fine-tuning needs at least 3 labelled or corrected cases"
-                f" (train, validation, test), the workspace has {len(labels)}."
-            )
-        model_id = new_model_id("rl")
-        target = Path(out) if out is not None else workspace.root / "models" / model_id
-        info = rl_tune(
-            parent_dir,
-            workspace.dataset(labels, organs),
-            target,
-            config,
-            eval_every=eval_every,
-            progress=progress,
-            model_id=model_id,
-        )
-        info.training["cases"] = sorted(labels)
-        before = info.metrics.get("parent_val_mean_dice")
-        after = info.metrics.get("val_mean_dice")
-        promoted = before is not None and after is not None and after > before
-        note = f"RL fine-tuned: validation Dice {after} vs parent {before}; " + (
-            "promoted" if promoted else "not promoted (no gain over the parent)"
-        )
-        with workspace.transaction():
-            insert_model(workspace, info, workspace.relative(target), promoted=promoted, note=note)
-            if promoted:
-                set_current(workspace, info.model_id)
-            workspace.audit(
-                "rl-tune",
-                {
-                    "model": info.model_id,
-                    "parent": current.model_id,
-                    "promoted": promoted,
-                    "val_mean_dice": after,
-                    "parent_val_mean_dice": before,
-                },
-            )
-    return info, promoted
-
-
 __all__ = [
     "PPOFineTuner",
     "ReplayEntry",
@@ -854,6 +778,5 @@ __all__ = [
     "mask_log_prob",
     "rl_reward",
     "rl_tune",
-    "rl_tune_workspace",
     "sample_masks",
 ]

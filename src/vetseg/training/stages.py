@@ -24,7 +24,7 @@ from vetseg.data.identity import KnownCases
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
-from vetseg.models.files import ModelInfo, load_model, new_model_id, save_model
+from vetseg.models.files import ModelInfo, load_model, new_model_id, relative_path, save_model
 from vetseg.training.evaluation import evaluate
 from vetseg.training.trainer import Trainer, make_validation_cases, validation_dice
 
@@ -38,6 +38,8 @@ class PreparedData:
         splits: ``{"train": [...], "val": [...], "test": [...]}`` case ids.
         train: the loaded train cases (likewise ``val`` and ``test``).
         hashes: case id -> content digest of every split case (the case's identity elsewhere).
+        cache: the slice cache the cases come from; then ``train``, ``val`` and ``test`` hold
+            :class:`~vetseg.data.cache.CachedCase` records, not decoded cases.
     """
 
     dataset: Any
@@ -46,6 +48,7 @@ class PreparedData:
     val: list[Any]
     test: list[Any]
     hashes: dict[str, str] = field(default_factory=dict)
+    cache: Any = None
 
     def recorded_split(self) -> dict[str, Any]:
         """The split as model.json records it: the three lists plus ``"hashes"``."""
@@ -61,6 +64,7 @@ def prepare_data(
     keep_in_train: Sequence[str] | KnownCases = (),
     orientation: str = "LPS",
     orientation_override: str | None = None,
+    cache: Any = None,
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
@@ -72,7 +76,9 @@ def prepare_data(
     inference will. ``orientation_override``: where every scan's array axes point
     (``--orientation``), overriding the headers of a dataset folder.
 
-    The split file records every case's content digest (``"hashes"``).
+    The split file records every case's content digest (``"hashes"``). With a ``cache``
+    (:class:`~vetseg.data.cache.SliceCache`) the cases and their digests come from it and
+    nothing is decoded.
 
     Raises:
         InputError: when the dataset has no labelled case or too few for the split.
@@ -80,11 +86,17 @@ def prepare_data(
     from vetseg.data.datasets import load_case, open_dataset, read_splits, split_by_case
     from vetseg.data.datasets import write_splits as _write_splits
 
-    if hasattr(data, "cases"):
+    if cache is not None:
+        dataset = cache.dataset()
+    elif hasattr(data, "cases"):
         dataset = data
     else:
         dataset = open_dataset(Path(data), organs=organs, orientation=orientation_override)
-    labelled = [c for c in dataset.cases if c.label is not None or c.label_dir is not None]
+    labelled = [
+        c
+        for c in dataset.cases
+        if c.label is not None or c.label_dir is not None or cache is not None
+    ]
     if not labelled:
         raise InputError(f"{dataset.root}: no labelled case to train on.")
     by_id = {c.case_id: c for c in labelled}
@@ -92,7 +104,11 @@ def prepare_data(
 
     def load(case_id: str) -> Any:
         if case_id not in loaded:
-            loaded[case_id] = load_case(dataset, by_id[case_id], orientation)
+            loaded[case_id] = (
+                cache.cases[case_id]
+                if cache is not None
+                else load_case(dataset, by_id[case_id], orientation)
+            )
         return loaded[case_id]
 
     known = (
@@ -116,23 +132,77 @@ def prepare_data(
         )
     parts = {name: [load(cid) for cid in splits[name]] for name in ("train", "val", "test")}
     hashes = {cid: loaded[cid].digest for cid in _ids(splits)}
-    _write_splits(splits_path, splits, hashes)
-    return PreparedData(dataset, splits, parts["train"], parts["val"], parts["test"], hashes)
+    if is_main_process():
+        _write_splits(splits_path, splits, hashes)
+    return PreparedData(dataset, splits, parts["train"], parts["val"], parts["test"], hashes, cache)
+
+
+def open_cache(
+    data: Path,
+    cache: Path | None,
+    preprocess: PreprocessConfig,
+    organs: Sequence[str],
+    orientation_override: str | None,
+) -> Any:
+    """The slice cache a run reads (``cache``, or ``data`` when it is one), checked against the
+    run's settings and, when ``data`` is a dataset, against its files; None without one.
+
+    Raises:
+        InputError: a cache made with other settings or from other files (one sentence).
+    """
+    from vetseg.data.cache import CacheSettings, SliceCache, is_cache
+
+    data_is_cache = not hasattr(data, "cases") and is_cache(Path(data))
+    if cache is None and not data_is_cache:
+        return None
+    opened = SliceCache.open(Path(cache) if cache is not None else Path(data))
+    # Pointed at a cache alone, the cache's --orientation is the run's unless one is given.
+    data_orientation = orientation_override
+    if data_orientation is None and (data_is_cache or cache is not None):
+        data_orientation = opened.settings.data_orientation
+    opened.check(CacheSettings.of(preprocess, organs, data_orientation))
+    if not data_is_cache:
+        from vetseg.data.datasets import open_dataset
+
+        opened.check_source(open_dataset(Path(data), organs=organs, orientation=data_orientation))
+    return opened
+
+
+def is_main_process() -> bool:
+    """False in every torchrun process but rank 0 (which alone writes files)."""
+    from vetseg.training.distributed import current
+
+    return current().is_main
+
+
+def _save(model: torch.nn.Module, out: Path, info: ModelInfo) -> None:
+    """The model folder, written by rank 0 while the other processes wait."""
+    from vetseg.training.distributed import barrier
+
+    if is_main_process():
+        save_model(model, out, info)
+    barrier()
 
 
 def _ids(splits: dict[str, list[str]]) -> list[str]:
     return [cid for part in splits.values() for cid in part]
 
 
-def settle_preprocess(preprocess: PreprocessConfig, train: Sequence[Any]) -> PreprocessConfig:
+def settle_preprocess(
+    preprocess: PreprocessConfig, train: Sequence[Any], cache: Any = None
+) -> PreprocessConfig:
     """The input definition a new model records: a model with a pixel spacing and no intensity
-    statistics yet gets them from its training cases' organs (then they never change)."""
-    from vetseg.data.preprocess import foreground_intensity
+    statistics yet gets them from its training cases' organs (then they never change); from a
+    slice cache, from the organ voxel samples it keeps (the same numbers)."""
+    from vetseg.data.preprocess import foreground_sample, intensity_from_samples
 
     if preprocess.spacing is None or preprocess.intensity is not None:
         return preprocess
-    pairs = [(c.image, c.labels) for c in train if c.labels is not None]
-    stats = foreground_intensity(pairs, preprocess.window)
+    if cache is not None:
+        samples = [cache.foreground(c.case_id) for c in train]
+    else:
+        samples = [foreground_sample(c.image, c.labels) for c in train if c.labels is not None]
+    stats = intensity_from_samples(samples, preprocess.window)
     return dataclasses.replace(preprocess, intensity=stats)
 
 
@@ -161,16 +231,36 @@ def _fit(
 
     train_dir = out / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(train_dir / "config.json", to_dict(config))
-    train_set = SliceDataset(
-        prepared.train,
-        organs,
-        config.preprocess,
-        augment=config.augment if config.augment.enabled else None,
-        empty_slice_rate=config.empty_slice_rate,
-        seed=config.seed,
-    )
-    val_cases = make_validation_cases(prepared.val, config.preprocess, config.val_slices)
+    if is_main_process():
+        atomic_write_json(train_dir / "config.json", to_dict(config))
+    augment = config.augment if config.augment.enabled else None
+    if prepared.cache is not None:
+        from vetseg.training.validation import cached_validation_cases
+
+        train_ids = [c.case_id for c in prepared.train]
+        train_set = SliceDataset.from_cache(
+            prepared.cache,
+            train_ids,
+            organs,
+            config.preprocess,
+            augment=augment,
+            empty_slice_rate=config.empty_slice_rate,
+            seed=config.seed,
+        )
+        val_ids = [c.case_id for c in prepared.val]
+        val_cases = cached_validation_cases(
+            prepared.cache, val_ids, config.preprocess, config.val_slices
+        )
+    else:
+        train_set = SliceDataset(
+            prepared.train,
+            organs,
+            config.preprocess,
+            augment=augment,
+            empty_slice_rate=config.empty_slice_rate,
+            seed=config.seed,
+        )
+        val_cases = make_validation_cases(prepared.val, config.preprocess, config.val_slices)
     trainer = Trainer(model, train_set, val_cases, organs, config, train_dir, progress=progress)
     result = trainer.fit(resume=resume)
     metrics = {
@@ -180,13 +270,21 @@ def _fit(
         "epochs_run": len(result.history),
         "extended": result.extended,
     }
-    return result, {"metrics": metrics, "training": training_record(prepared, config, train_set)}
+    training = training_record(prepared, config, train_set, out)
+    return result, {"metrics": metrics, "training": training}
 
 
-def training_record(prepared: PreparedData, config: Any, train_set: Any) -> dict[str, Any]:
-    """What model.json records of a training run: data, split, settings, command, slices."""
+def training_record(
+    prepared: PreparedData, config: Any, train_set: Any, out: Path | None = None
+) -> dict[str, Any]:
+    """What model.json records of a training run: data, split, settings, command, slices.
+
+    ``data`` is the dataset folder relative to the model folder ``out`` (e.g.
+    ``../data/rabbits``), so that the record holds no machine's absolute path and survives
+    moving both together; :meth:`vetseg.models.files.ModelInfo.training_data` resolves it.
+    """
     return {
-        "data": str(Path(prepared.dataset.root).resolve()),
+        "data": relative_path(prepared.dataset.root, out),
         "split": prepared.recorded_split(),
         "config": to_dict(config),
         "command": _command_line(),
@@ -203,15 +301,20 @@ def train_human(
     resume: bool = False,
     progress: bool = True,
     orientation_override: str | None = None,
+    cache: Path | None = None,
 ) -> ModelInfo:
     """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch.
 
-    ``orientation_override``: ``--orientation`` for every scan of ``data``.
+    ``orientation_override``: ``--orientation`` for every scan of ``data``. ``cache``: a slice
+    cache (``vetseg prepare``) to read the slices from instead of decoding ``data``; ``data``
+    may itself be the cache. A cache made with other settings, or from files of ``data`` that
+    changed since, is refused.
     """
     from vetseg.models.human import HumanOrganNet
 
     out = Path(out)
     torch.manual_seed(config.seed)
+    slice_cache = open_cache(data, cache, config.preprocess, organs, orientation_override)
     prepared = prepare_data(
         data,
         organs,
@@ -219,9 +322,10 @@ def train_human(
         out / "train" / "splits.json",
         orientation=config.preprocess.orientation,
         orientation_override=orientation_override,
+        cache=slice_cache,
     )
     config = dataclasses.replace(
-        config, preprocess=settle_preprocess(config.preprocess, prepared.train)
+        config, preprocess=settle_preprocess(config.preprocess, prepared.train, slice_cache)
     )
     model = HumanOrganNet(n_organs=len(organs))
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
@@ -237,7 +341,7 @@ def train_human(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 
@@ -296,11 +400,13 @@ def transfer(
             human model's organs). An organ the human model lacks gets trained from the animal
             labels like any other (the head is new); labelled organs left out are recorded in
             ``training.organs_not_trained``.
-        spacing: the animal model's pixel spacing in mm; ``"species"`` (the default when the
-            human model has a spacing): the human model's spacing times the species' linear
-            body scale (:mod:`vetseg.species`); ``"native"``: the median in-plane spacing of
-            the training scans. A legacy human model (no spacing) gives a legacy animal model
-            unless a spacing is given.
+        spacing: the animal model's pixel spacing in mm; ``"species"``: the human model's
+            spacing times the species' linear body scale (:mod:`vetseg.species`);
+            ``"native"``: the median in-plane spacing of the training scans; ``"auto"`` (the
+            default when the human model has a spacing): the species spacing unless it is more
+            than :data:`MAX_UPSAMPLING` times finer than the scans', then the scans' (chosen on
+            validation Dice, ``benchmarks/spacing_choice.py``). A legacy human model (no
+            spacing) gives a legacy animal model unless a spacing is given.
         size: the tile the network sees (default: the human model's input size).
         species: the animal (default: the dataset's ``species``).
         from_scratch: the same as ``method="scratch"``.
@@ -383,7 +489,7 @@ def transfer(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 
@@ -413,6 +519,14 @@ def _method_model(
     )
 
 
+#: ``--spacing auto`` keeps the species rule unless it would resample the training scans this
+#: many times finer than their own spacing (then it takes theirs). Chosen on validation Dice of
+#: benchmarks/spacing_choice.py: the rabbit phantoms (rule 1.14x finer than the scans) did better
+#: at the species spacing, the Digimouse mice (2.5x finer) at the scans' spacing; 1.5 lies
+#: between the two and is not tuned further.
+MAX_UPSAMPLING = 1.5
+
+
 def resolve_spacing(
     spacing: float | str | None,
     human_spacing: float | None,
@@ -434,18 +548,42 @@ def resolve_spacing(
                 None,
                 "legacy: slices squashed to the input size (the human model has no spacing)",
             )
-        spacing = "species"
+        spacing = "auto"
     if isinstance(spacing, str):
         key = spacing.strip().lower()
         if key == "native":
             value = native_spacing(prepared.train)
             return value, f"native: median in-plane spacing of the training scans, {value:g} mm"
+        if key == "auto":
+            if human_spacing is None:
+                raise InputError(
+                    "the human model has no pixel spacing (a legacy model): give the animal"
+                    " model's spacing in mm, or 'native'."
+                )
+            native = native_spacing(prepared.train)
+            if not species:
+                return native, (
+                    f"native {native:g} mm: the data do not name their species (give --species"
+                    " for the species rule)"
+                )
+            scale = linear_scale(species)
+            rule = float(f"{human_spacing * scale:.3g}")
+            if rule * MAX_UPSAMPLING >= native:
+                return rule, (
+                    f"species {species}: human {human_spacing:g} mm x body scale {scale:.3f}"
+                    f" = {rule:g} mm (the scans: {native:g} mm)"
+                )
+            return native, (
+                f"native {native:g} mm: the species rule ({species}: human"
+                f" {human_spacing:g} mm x body scale {scale:.3f} = {rule:g} mm) would upsample"
+                f" the scans more than {MAX_UPSAMPLING:g} times"
+            )
         if key != "species":
             try:
                 spacing = float(key)
             except ValueError:
                 raise InputError(
-                    f"spacing {spacing!r}: give mm per pixel, 'species' or 'native'."
+                    f"spacing {spacing!r}: give mm per pixel, 'auto', 'species' or 'native'."
                 ) from None
         else:
             if human_spacing is None:
@@ -531,7 +669,7 @@ def refine(
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
-    save_model(model, out, info)
+    _save(model, out, info)
     return info
 
 

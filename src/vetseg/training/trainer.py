@@ -8,10 +8,15 @@ Dice among the selectable epochs (the unfrozen ones when some were frozen), with
 epochs when that best stays under the threshold. Without any validation case the last epoch is
 kept.
 
-Every epoch ends with one atomic checkpoint file (safetensors; its JSON state lives in the
-file's metadata, so weights and bookkeeping can never disagree). Every random draw of an epoch
-(sampling, augmentation, stochastic depth) is seeded from ``(seed, epoch)``, so a run resumed
-from a checkpoint reaches the same weights as an uninterrupted one.
+Every epoch ends with one atomic checkpoint file (:mod:`vetseg.training.checkpoint`). Every
+random draw of an epoch (sampling, augmentation, stochastic depth) is seeded from
+``(seed, epoch)``, so a run resumed from a checkpoint reaches the same weights as an
+uninterrupted one.
+
+Under torchrun the same loop runs in every process (:mod:`vetseg.training.distributed`): each
+trains on its share of every global batch in DistributedDataParallel, validates its share of
+the cases, and rank 0 alone writes the checkpoint and the log. On CUDA the forward pass runs in
+bfloat16 autocast with channels-last tensors; on the CPU in float32 as before.
 """
 
 from __future__ import annotations
@@ -29,9 +34,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from vetseg.config import PreprocessConfig, StageConfig, to_dict
+from vetseg.config import StageConfig, to_dict
 from vetseg.errors import VetsegError
 from vetseg.fileutil import atomic_write_bytes
+from vetseg.training import distributed
+from vetseg.training.checkpoint import load_checkpoint, save_checkpoint
+from vetseg.training.validation import (  # noqa: F401 - re-exported: the trainer's inputs
+    ValidationCase,
+    make_validation_cases,
+    nanmean,
+    organ_mean,
+    validation_dice,
+)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -57,103 +71,6 @@ def stage_phases(config: StageConfig, frozen_parts: tuple[str, ...] = ("body",))
 
 
 @dataclass
-class ValidationCase:
-    """One validation case on the model grid: slices ``[z, 1, H, W]``, labels ``[z, H, W]``.
-
-    ``H x W`` is ``size x size`` for a legacy model; for a model with a pixel spacing it is the
-    slice's extent at that spacing, and prediction tiles it as inference does.
-    """
-
-    case_id: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    size: int = 0
-    fill: float = 0.0
-
-
-def make_validation_cases(
-    loaded_cases: Sequence[Any], preprocess: PreprocessConfig, max_slices: int | None = None
-) -> list[ValidationCase]:
-    """Preprocess validation cases once, with the input definition of training and inference.
-
-    ``max_slices``: keep every k-th slice of every case (the smallest k that leaves at most
-    this many in all); None keeps them all.
-    """
-    from vetseg.data.preprocess import (
-        inplane_offset,
-        inplane_spacing,
-        labels_to_model_grid,
-        pad_value,
-        to_model_grid,
-    )
-
-    total = sum(case.image.shape[0] for case in loaded_cases)
-    stride = 1 if max_slices is None else max(1, math.ceil(total / max_slices))
-    out = []
-    for case in loaded_cases:
-        if case.labels is None:
-            raise VetsegError(f"validation case {case.case_id} has no label map.")
-        meta = case.canonical_meta
-        # The middle of each stride: a case of fewer slices than the stride keeps one.
-        keep = slice(min(stride // 2, case.image.shape[0] - 1), None, stride)
-        image, grid = to_model_grid(
-            case.image[keep], inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
-        )
-        labels = labels_to_model_grid(case.labels[keep], grid)
-        out.append(
-            ValidationCase(
-                case.case_id,
-                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1),
-                torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64)),
-                size=preprocess.size,
-                fill=pad_value(preprocess),
-            )
-        )
-    return out
-
-
-@torch.no_grad()
-def validation_dice(
-    model: nn.Module, cases: Sequence[ValidationCase], n_organs: int, batch_size: int = 16
-) -> np.ndarray:
-    """Per-organ Dice (rows: cases, columns: organs; NaN where the organ is absent in both)."""
-    from vetseg.data.preprocess import tiled_logits
-    from vetseg.training.metrics import DiceAccumulator
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(batch)).float().numpy()
-
-    was_training = model.training
-    model.eval()
-    rows = []
-    organ_ids = torch.arange(1, n_organs + 1).view(1, -1, 1, 1)
-    for case in cases:
-        acc = DiceAccumulator(n_organs)
-        size = case.size or case.images.shape[-1]
-        for start in range(0, case.images.shape[0], batch_size):
-            images = case.images[start : start + batch_size, 0].numpy()
-            logits = tiled_logits(run, images, size, case.fill, batch_size)
-            target = case.labels[start : start + batch_size].unsqueeze(1) == organ_ids
-            acc.update(logits > 0, target)
-        rows.append(acc.dice())
-    model.train(was_training)
-    return np.asarray(rows, dtype=np.float64).reshape(len(cases), n_organs)
-
-
-def nanmean(values: np.ndarray) -> float:
-    """Mean over finite entries; 0.0 when there are none (nothing to segment counts as failure)."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else 0.0
-
-
-def organ_mean(values: np.ndarray) -> float | None:
-    """One organ's mean Dice over the cases that score it; None when no case does (the organ is
-    in no validation case): recorded as null, never as a Dice of 0 it did not earn."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else None
-
-
-@dataclass
 class FitResult:
     """Outcome of :meth:`Trainer.fit`; ``model`` holds the selected (best) weights."""
 
@@ -175,8 +92,9 @@ class Trainer:
         config: the stage's settings.
         out_dir: where checkpoint and metrics log go.
         phases: phase list; default :func:`stage_phases` of ``config``.
-        progress: show a rich progress bar.
+        progress: show a rich progress bar (rank 0).
         on_epoch: called with each epoch's record (e.g. to print or to stop early in tests).
+        context: the process's place in a torchrun run; default :func:`distributed.current`.
     """
 
     def __init__(
@@ -191,20 +109,32 @@ class Trainer:
         phases: list[Phase] | None = None,
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        context: distributed.Distributed | None = None,
     ) -> None:
         from vetseg.training.losses import make_loss
         from vetseg.training.optim import make_optimizer
 
-        self.model = model
+        self.dist = context or distributed.current()
+        if self.dist.enabled:
+            distributed.sync_batchnorm(model, self.dist.device)
+        self.model = model.to(self.dist.device)
+        self.cuda = self.dist.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set = train_set
         self.val_cases = list(val_cases)
         self.organs = tuple(organs)
         self.config = config
         self.out_dir = Path(out_dir)
         self.phases = phases if phases is not None else stage_phases(config)
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.on_epoch = on_epoch
-        self.loss_fn = make_loss(config.loss, config.tversky_alpha, config.tversky_beta)
+        self.loss_fn = make_loss(
+            config.loss,
+            config.tversky_alpha,
+            config.tversky_beta,
+            reduce_counts=distributed.all_reduce_sum if self.dist.enabled else None,
+        )
         self.optimizer = make_optimizer(model, config)
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -233,14 +163,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, epoch: int, progress: Any) -> float:
-        cfg = self.config
+        cfg, rank, world = self.config, self.dist.rank, self.dist.world_size
         phase = self._phase_of(epoch)
         self.model.unfreeze_all()
         if phase.frozen:
             self.model.freeze(phase.frozen)
         self.model.train()
         epoch_seed = cfg.seed * 100_003 + epoch
-        torch.manual_seed(epoch_seed)
+        # Stochastic depth differs between processes (their samples differ); rank 0 draws as
+        # a single process would.
+        torch.manual_seed(epoch_seed + 7919 * rank)
         self.train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(epoch_seed)
         weights = torch.as_tensor(
@@ -249,21 +181,29 @@ class Trainer:
         n_samples = (
             cfg.steps_per_epoch * cfg.batch_size if cfg.steps_per_epoch else len(self.train_set)
         )
-        sampler = torch.utils.data.WeightedRandomSampler(
-            weights, n_samples, replacement=True, generator=generator
+        # One global sample stream for every process count: each takes its share of a batch.
+        indices = list(
+            torch.utils.data.WeightedRandomSampler(
+                weights, n_samples, replacement=True, generator=generator
+            )
         )
+        if n_samples >= 2 * cfg.batch_size or world > 1:
+            indices = indices[: len(indices) // cfg.batch_size * cfg.batch_size]
         loader = torch.utils.data.DataLoader(
             self.train_set,
-            batch_size=cfg.batch_size,
-            sampler=sampler,
+            batch_size=cfg.batch_size // world,
+            sampler=distributed.shard_batches(indices, cfg.batch_size, rank, world),
             num_workers=cfg.num_workers,
-            drop_last=n_samples >= 2 * cfg.batch_size,
         )
+        net = distributed.wrap(self.model, self.dist)
         task = progress.add_task(f"epoch {epoch + 1} ({phase.name})", total=len(loader), info="")
         losses = []
         for images, targets in loader:
+            images, targets = self._to_device(images), targets.to(self.dist.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(images), targets)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+                logits = net(images)
+            loss = self.loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise VetsegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}).")
             loss.backward()
@@ -271,7 +211,24 @@ class Trainer:
             losses.append(loss.item())
             progress.update(task, advance=1, info=f"loss {np.mean(losses):.4f}")
         progress.remove_task(task)
-        return float(np.mean(losses)) if losses else float("nan")
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        return distributed.mean_over_processes(mean_loss) if world > 1 else mean_loss
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.cuda:
+            return images
+        return images.to(self.dist.device, memory_format=torch.channels_last, non_blocking=True)
+
+    def _validate(self) -> np.ndarray:
+        """Per-case Dice rows; under torchrun each process scores its share of the cases."""
+        n_organs, rank, world = len(self.organs), self.dist.rank, self.dist.world_size
+        if world == 1:
+            return validation_dice(self.model, self.val_cases, n_organs)
+        mine = list(range(rank, len(self.val_cases), world))
+        rows = validation_dice(self.model, [self.val_cases[i] for i in mine], n_organs)
+        gathered = distributed.all_gather_objects(list(zip(mine, rows.tolist(), strict=True)))
+        ordered = [row for _, row in sorted(gathered, key=lambda item: item[0])]
+        return np.asarray(ordered, dtype=np.float64).reshape(len(self.val_cases), n_organs)
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> FitResult:
@@ -282,13 +239,14 @@ class Trainer:
         start_epoch = 0
         if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
             start_epoch = self._load_checkpoint()
-        self._rewrite_metrics_log()
+        if self.dist.is_main:
+            self._rewrite_metrics_log()
         with make_progress(enabled=self.progress) as progress:
             epoch = start_epoch
             while epoch < self.scheduled_epochs + (self.config.extend if self.extended else 0):
                 started = time.perf_counter()
                 train_loss = self._train_epoch(epoch, progress)
-                per_case = validation_dice(self.model, self.val_cases, len(self.organs))
+                per_case = self._validate()
                 per_organ = [organ_mean(per_case[:, i]) for i in range(len(self.organs))]
                 # No validation case (a single labelled case): nothing to select on, so every
                 # selectable epoch replaces the last and the final one is kept; Dice is null.
@@ -323,20 +281,25 @@ class Trainer:
                         f"best Dice {self.best_dice:.3f} < threshold {self.config.threshold}: "
                         f"{self.config.extend} more epochs"
                     )
-                self._append_metrics(record)
-                self._save_checkpoint(epoch)
-                progress.console.print(
-                    f"epoch {record['epoch']:>3} {record['phase']:<8} loss {train_loss:.4f}  "
-                    + (
-                        f"val Dice {mean_dice:.3f}  (best {self.best_dice:.3f} @ {self.best_epoch})"
-                        if mean_dice is not None
-                        else "no validation case: the last epoch is kept"
+                if self.dist.is_main:
+                    self._append_metrics(record)
+                    self._save_checkpoint(epoch)
+                    progress.console.print(
+                        f"epoch {record['epoch']:>3} {record['phase']:<8} loss {train_loss:.4f}  "
+                        + (
+                            f"val Dice {mean_dice:.3f}  (best {self.best_dice:.3f} @"
+                            f" {self.best_epoch})"
+                            if mean_dice is not None
+                            else "no validation case: the last epoch is kept"
+                        )
                     )
-                )
                 if self.on_epoch is not None:
                     self.on_epoch(record)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.dist.enabled:
+            distributed.local_batchnorm(self.model)
+            distributed.barrier()  # no process leaves while rank 0 still writes
         self.model.unfreeze_all()
         self.model.eval()
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
@@ -360,55 +323,23 @@ class Trainer:
         atomic_write_bytes(self.out_dir / METRICS_NAME, text.encode())
 
     def _save_checkpoint(self, epochs_done: int) -> None:
-        from safetensors.torch import save
-
-        tensors: dict[str, torch.Tensor] = {}
-        for name, value in self.model.state_dict().items():
-            tensors[f"model.{name}"] = value.detach().clone().contiguous()
-        if self.best_state is not None:
-            for name, value in self.best_state.items():
-                tensors[f"best.{name}"] = value.detach().clone().contiguous()
-        opt_state = self.optimizer.state_dict()
-        for index, state in opt_state["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{index}.{key}"] = value.detach().clone().contiguous()
         state_json = {
             "epochs_done": epochs_done,
             "best_epoch": self.best_epoch,
             "best_dice": self.best_dice if math.isfinite(self.best_dice) else None,
             "extended": self.extended,
             "history": self.history,
-            "param_groups": opt_state["param_groups"],
             "config": to_dict(self.config),
         }
-        payload = save(tensors, metadata={"vetseg_checkpoint": json.dumps(state_json)})
-        atomic_write_bytes(self.out_dir / CHECKPOINT_NAME, payload)
+        save_checkpoint(
+            self.out_dir / CHECKPOINT_NAME, self.model, self.best_state, self.optimizer, state_json
+        )
 
     def _load_checkpoint(self) -> int:
-        from safetensors import safe_open
-
-        path = self.out_dir / CHECKPOINT_NAME
-        tensors: dict[str, torch.Tensor] = {}
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            for key in handle.keys():  # noqa: SIM118 - safe_open has no iterator
-                tensors[key] = handle.get_tensor(key)
-        if "vetseg_checkpoint" not in metadata:
-            raise VetsegError(f"{path}: not a vetseg training checkpoint.")
-        state = json.loads(metadata["vetseg_checkpoint"])
-        self.model.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        state = load_checkpoint(
+            self.out_dir / CHECKPOINT_NAME, self.model, self.optimizer, self.dist.device
         )
-        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
-        self.best_state = best or None
-        optim_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                optim_state.setdefault(int(index), {})[name] = value
-        self.optimizer.load_state_dict(
-            {"state": optim_state, "param_groups": state["param_groups"]}
-        )
+        self.best_state = state["best_state"]
         self.best_epoch = int(state["best_epoch"])
         self.best_dice = -math.inf if state["best_dice"] is None else float(state["best_dice"])
         self.extended = bool(state["extended"])

@@ -177,6 +177,7 @@ def correct(
                 "UPDATE cases SET state = 'corrected', updated = ? WHERE case_id = ?",
                 (now(), case_id),
             )
+            workspace.record_files(record.path)
             workspace.audit(
                 "correct",
                 {

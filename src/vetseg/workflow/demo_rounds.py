@@ -29,6 +29,7 @@ import numpy as np
 from vetseg.config import StageConfig
 from vetseg.fileutil import atomic_write_json
 from vetseg.labels import CORE_ORGANS
+from vetseg.models.files import relative_path
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ def run_demo_rounds(
         ``out/demo_rounds.json``.
     """
     from vetseg.data.phantoms import write_phantom_dataset
+    from vetseg.models.files import read_model_info
     from vetseg.training.stages import evaluate
     from vetseg.workflow.correct import correct
     from vetseg.workflow.prelabel import prelabel
@@ -214,6 +216,7 @@ def run_demo_rounds(
     records: list[dict[str, Any]] = []
     with Workspace.open(root) as ws:
         start = ws.require_current_model()
+        used_preprocess = dataclasses.asdict(read_model_info(ws.path(start.path)).preprocess)
         baseline = held_out_dice(ws.path(start.path), start.model_id)
         print(f"round 0: starting model {start.model_id}, held-out Dice {baseline:.3f}")
         # The round trains at its parent's input size and window (refine_round sees to it).
@@ -251,10 +254,12 @@ def run_demo_rounds(
     report = {
         "what": "vetseg demo correction rounds on synthetic phantoms (not real animals); the "
         "vet is played by the phantoms' true labels",
-        "workspace": str(root),
+        "workspace": relative_path(root, out),
         "strategy": config.strategy,
         "per_round": config.per_round,
-        "refine": dataclasses.asdict(refine_config),
+        # Every round trains at its parent's preprocessing (spacing, tile, window, intensity),
+        # not at the StageConfig default this config carries: record what the models used.
+        "refine": {**dataclasses.asdict(refine_config), "preprocess": used_preprocess},
         "heldout_dice_round0": baseline,
         "rounds": records,
     }

@@ -162,11 +162,11 @@ def read_case(workspace: Workspace, case_id: str) -> tuple[np.ndarray, Any, Any]
     (:func:`vetseg.io.orientation.apply_orientation_override`); labels are written on the
     former, so they lie on the case's image in any viewer.
     """
-    from vetseg.io.image import read_image
+    from vetseg.io.image import read_scan
     from vetseg.io.orientation import apply_orientation_override
 
     case = workspace.case(case_id)
-    volume, meta = read_image(workspace.path(case.image))
+    volume, meta = read_scan(workspace.path(case.image))
     return volume, meta, apply_orientation_override(meta, case.orientation, volume.shape)
 
 
@@ -248,6 +248,7 @@ def _prelabel_case(
             "UPDATE cases SET state = 'prelabelled', updated = ? WHERE case_id = ?",
             (now(), case_id),
         )
+        workspace.record_files(relative, workspace.relative(folder / "prelabel.nii.gz"))
         workspace.audit(
             "prelabel",
             {"case": case_id, "model": info.model_id, "run": run, "uncertainty": score},

@@ -21,7 +21,7 @@ import numpy as np
 
 from vetseg.errors import InputError, LabelMappingError, ModelFileError
 from vetseg.fileutil import atomic_path
-from vetseg.io.image import READ_SUFFIXES, ImageMeta, read_image, read_label, write_image
+from vetseg.io.image import READ_SUFFIXES, ImageMeta, read_image, read_label, read_scan, write_image
 from vetseg.labels import mouse_head_mapping, remap_labels, totalseg_mapping
 from vetseg.workflow.workspace import Workspace, now
 
@@ -45,12 +45,19 @@ class AddResult:
 
 # --------------------------------------------------------------------------- helpers
 def case_id_for(path: Path) -> str:
-    """A case id from a scan's file or folder name (ending dropped, odd characters as ``_``)."""
+    """A case id from a scan's file or folder name (ending dropped, odd characters as ``_``).
+
+    A file of an MSD / nnU-Net ``images*`` folder (``imagesTr/case_0000.nii.gz``) drops the
+    channel suffix ``_0000`` too, so its case is ``case``, as in ``labelsTr/case.nii.gz``.
+    Elsewhere ``_0000`` is kept: there it may be a lab's own case number.
+    """
     name = Path(path).name
     for suffix in (*READ_SUFFIXES, ".gz"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
             break
+    if Path(path).parent.name.lower().startswith("images") and re.fullmatch(r".+_0000", name):
+        name = name[: -len("_0000")]
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "case"
     return cleaned
 
@@ -225,7 +232,7 @@ def _add_scans(
         if case_id in seen:
             raise InputError(f"{scan}: case id {case_id!r} is also the id of {seen[case_id]}.")
         seen[case_id] = scan
-        image, meta = read_image(scan)
+        image, meta = read_scan(scan)
         label = Path(labels[index]) if labels is not None else None
         if label is not None:
             read_workspace_label(label, meta, image.shape, str(scan), organs, mapping)
@@ -318,6 +325,7 @@ def _add_scans(
                 "UPDATE cases SET orientation = ?, updated = ? WHERE case_id = ?",
                 [(orientation, now(), case_id) for case_id in reposed],
             )
+            workspace.record_files(*(r[1] for r in rows), *(r[4] for r in rows if r[4]))
             workspace.audit(
                 "add",
                 {
@@ -353,7 +361,13 @@ def use_model(workspace: Workspace, model_path: str | Path, note: str = "") -> s
 
 
 def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
-    from vetseg.models.files import META_NAME, WEIGHTS_NAME, read_model_info, resolve_model_dir
+    from vetseg.models.files import (
+        META_NAME,
+        WEIGHTS_NAME,
+        load_model,
+        read_model_info,
+        resolve_model_dir,
+    )
 
     settings = workspace.settings
     known = {m.model_id: m for m in workspace.models()}
@@ -387,6 +401,9 @@ def _use_model(workspace: Workspace, model_path: str | Path, note: str) -> str:
             f"{source}: the model works at a pixel spacing of {shown}, this workspace's models"
             f" at {settings.spacing:g} mm (spacing in {workspace.root / 'vetseg.toml'})."
         )
+    # Load it once before it is copied in: weights that are no safetensors, do not match the
+    # checksum or do not fit the architecture are refused here, not at the next pre-label.
+    load_model(source)
     target = workspace.root / "models" / info.model_id
     if source.resolve() != target.resolve():
         copied = target / META_NAME
@@ -439,6 +456,7 @@ def insert_model(
             note,
         ),
     )
+    workspace.record_files(f"{path}/model.json", f"{path}/model.safetensors")
 
 
 def set_current(workspace: Workspace, model_id: str) -> None:

@@ -25,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
+import os
 import re
 import shlex
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +59,12 @@ except ModuleNotFoundError:  # pragma: no cover - Windows: no advisory lock
 CONFIG_NAME = "vetseg.toml"
 DB_NAME = "vetseg.db"
 LOCK_NAME = ".vetseg.lock"
-#: 2: ``cases.orientation`` (issue 16). Older databases are migrated when opened.
-SCHEMA_VERSION = 2
+#: How long a command waits for another one that holds the workspace lock (short commands such
+#: as two ``correct`` in a script then run one after the other; a long refine is reported).
+LOCK_TIMEOUT_SECONDS = 5.0
+#: 2: ``cases.orientation`` (issue 16); 3: ``files``, the checksum of every file the database
+#: names (issue 15). Older databases are migrated when opened.
+SCHEMA_VERSION = 3
 STATES: tuple[str, ...] = ("labelled", "unlabelled", "prelabelled", "corrected")
 
 _SCHEMA = """
@@ -138,6 +145,12 @@ CREATE TABLE IF NOT EXISTS corrections (
     effort REAL NOT NULL,
     created TEXT NOT NULL,
     PRIMARY KEY (case_id, version)
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    recorded TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -376,6 +389,8 @@ class Workspace:
         self.settings = settings
         self.db = _connect(self.root / DB_NAME)
         self._lock_handle: Any = None
+        #: Seconds a command waits for another one's lock before it gives up with a message.
+        self.lock_timeout = LOCK_TIMEOUT_SECONDS
 
     # ------------------------------------------------------------------ open / create
     @classmethod
@@ -437,34 +452,39 @@ class Workspace:
         version = workspace.db.execute(
             "SELECT value FROM info WHERE key = 'schema_version'"
         ).fetchone()
-        if version is not None and int(version[0]) == 1:
-            workspace._migrate_from_1()
+        if version is not None and int(version[0]) in (1, 2):
+            workspace._migrate(int(version[0]))
         elif version is None or int(version[0]) != SCHEMA_VERSION:
             workspace.close()
             raise InputError(f"{root / DB_NAME}: not a vetseg {SCHEMA_VERSION} workspace database.")
         return workspace
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 -> 2: add ``cases.orientation`` (None for every case: the header's).
+    def _migrate(self, old: int) -> None:
+        """Bring a schema 1 or 2 database to :data:`SCHEMA_VERSION`.
 
-        One SQLite transaction (DDL included), so a kill leaves schema 1 untouched and the next
-        open migrates again; the version is re-read inside it, so two commands opening the
-        workspace at once migrate it once. Older vetseg refuses a schema 2 database rather
-        than ignoring what it cannot read.
+        1 -> 2 adds ``cases.orientation`` (None for every case: the header's); 2 -> 3 records
+        the checksum of every file the database names that exists now (what ``vetseg check``
+        compares against from then on). One SQLite transaction (DDL included), so a kill leaves
+        the old schema untouched and the next open migrates again; the version is re-read
+        inside it, so two commands opening the workspace at once migrate it once. Older vetseg
+        refuses a newer database rather than ignoring what it cannot read.
         """
         with self.transaction():
             version = self.db.execute(
                 "SELECT value FROM info WHERE key = 'schema_version'"
             ).fetchone()
-            if int(version[0]) != 1:
+            if int(version[0]) != old:
                 return
             columns = {row["name"] for row in self.db.execute("PRAGMA table_info(cases)")}
             if "orientation" not in columns:
                 self.db.execute("ALTER TABLE cases ADD COLUMN orientation TEXT")
+            recorded = self.record_files(*(p for p in self.named_files() if self.path(p).is_file()))
             self.db.execute(
                 "UPDATE info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
             )
-            self.audit("migrate", {"schema_version": [1, SCHEMA_VERSION]})
+            self.audit(
+                "migrate", {"schema_version": [old, SCHEMA_VERSION], "checksums_recorded": recorded}
+            )
 
     def close(self) -> None:
         """Close the database (and release a lock still held)."""
@@ -482,25 +502,50 @@ class Workspace:
     def changing(self) -> Iterator[None]:
         """Hold the workspace lock while changing it; sweep temp files a killed write left.
 
+        A command that finds the lock held waits up to :attr:`lock_timeout` seconds for it.
+
         Raises:
-            InputError: another vetseg command holds the lock.
+            InputError: another vetseg command still holds the lock after the wait.
         """
+        with self._locked(sweep=True):
+            yield
+
+    @contextlib.contextmanager
+    def inspecting(self) -> Iterator[None]:
+        """Hold the workspace lock to look at it whole (``vetseg check``); nothing is swept."""
+        with self._locked(sweep=False):
+            yield
+
+    @contextlib.contextmanager
+    def _locked(self, sweep: bool) -> Iterator[None]:
         if self._lock_handle is not None:  # re-entrant within one process
             yield
             return
         handle = open(self.root / LOCK_NAME, "a+")  # noqa: SIM115 - held across the block
         if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise InputError(
-                    f"{self.root}: another vetseg command is changing this workspace; "
-                    "wait for it to finish."
-                ) from None
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = _lock_holder(self.root / LOCK_NAME)
+                        handle.close()
+                        raise InputError(
+                            f"{self.root}: another vetseg command{holder} is changing this "
+                            "workspace; run this one again when it has finished."
+                        ) from None
+                    time.sleep(0.1)
+            # Who holds it, for the message of a command that has to wait (pid, command).
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {now()} {command_line()}\n")
+            handle.flush()
         self._lock_handle = handle
         try:
-            self._sweep_temporary_files()
+            if sweep:
+                self._sweep_temporary_files()
             yield
         finally:
             self._release_lock()
@@ -539,6 +584,45 @@ class Workspace:
             "INSERT INTO audit (at, action, command, details) VALUES (?, ?, ?, ?)",
             (now(), action, command or command_line(), json.dumps(details, default=str)),
         )
+
+    def record_files(self, *paths: str | Path) -> int:
+        """Record the SHA-256 of files the database names (call inside the change's transaction).
+
+        Args:
+            paths: files, absolute or relative to the workspace.
+
+        Returns:
+            How many were recorded. A path recorded before gets its new checksum (the latest
+            ``review/<case>/prelabel.nii.gz`` is replaced by each pre-label).
+        """
+        for path in paths:
+            given = Path(path)
+            relative = self.relative(given) if given.is_absolute() else given.as_posix()
+            digest, size = file_sha256(self.path(relative))
+            self.db.execute(
+                "INSERT OR REPLACE INTO files (path, sha256, size, recorded) VALUES (?, ?, ?, ?)",
+                (relative, digest, size, now()),
+            )
+        return len(paths)
+
+    def named_files(self) -> list[str]:
+        """Every file the database names, relative to the workspace, sorted.
+
+        Scans and labels of cases, pre-labels (and each case's latest ``prelabel.nii.gz``),
+        corrected versions, and each model's ``model.json`` and ``model.safetensors``.
+        """
+        db = self.db
+        names = {r[0] for r in db.execute("SELECT image FROM cases")}
+        names |= {r[0] for r in db.execute("SELECT label FROM cases WHERE label IS NOT NULL")}
+        names |= {r[0] for r in db.execute("SELECT path FROM prelabels")}
+        names |= {
+            f"review/{r[0]}/prelabel.nii.gz"
+            for r in db.execute("SELECT DISTINCT case_id FROM prelabels")
+        }
+        names |= {r[0] for r in db.execute("SELECT path FROM corrections")}
+        for (folder,) in db.execute("SELECT path FROM models"):
+            names |= {f"{folder}/model.json", f"{folder}/model.safetensors"}
+        return sorted(names)
 
     # ------------------------------------------------------------------ paths
     def path(self, relative: str | Path) -> Path:
@@ -667,6 +751,26 @@ class Workspace:
             synthetic=self.settings.synthetic,
             species=self.settings.species,
         )
+
+
+def _lock_holder(lock: Path) -> str:
+    """`` (pid 123: vetseg prelabel ws, since ...)`` from the lock file, or "" if unknown."""
+    try:
+        pid, since, command = lock.read_text().strip().split(" ", 2)
+    except (OSError, ValueError):
+        return ""
+    return f" (pid {pid}: {command}, since {since})"
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """``(SHA-256 hex digest, size in bytes)`` of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _interrupted_init(root: Path) -> bool:
