@@ -137,6 +137,14 @@ def flat_image(folder: Path, name: str = "flat.nii.gz") -> Path:
     return write_image(volume((1, 16, 16)), META, folder / name)
 
 
+def huge_constant_floats(folder: Path, name: str = "huge_constant.nii.gz") -> Path:
+    """Float64 voxels all near 1e20: too narrow a range for 256 finite histogram bins, which
+    crashed ``vetseg info``'s body threshold (found by benchmarks/reliability.py's fuzzing)."""
+    array = np.full(SHAPE, 1e20, np.float64)
+    array[0, 0, 0] = 1e20 * (1 + 1e-15)
+    return write_image(array, META, folder / name)
+
+
 def four_d(folder: Path, name: str = "four_d.nii.gz") -> Path:
     """A 4D NIfTI (three time points)."""
     import SimpleITK as sitk
@@ -317,6 +325,14 @@ def dicom_rgb_secondary_capture(folder: Path) -> Path:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.random.default_rng(7).integers(0, 255, (32, 32, 3), np.uint8).tobytes()
     pydicom.dcmwrite(folder / "sc.dcm", ds, enforce_file_format=True)
+    return folder
+
+
+def dicom_samples_per_pixel(folder: Path, samples: int = 65535) -> Path:
+    """A CT series one slice of which claims ``samples`` values per pixel: GDCM throws while
+    merely listing the folder's series (found by benchmarks/reliability.py's fuzzing)."""
+    files = dicom_series(folder)
+    edit_dicom(files[2:3], lambda _i, ds: setattr(ds, "SamplesPerPixel", samples))
     return folder
 
 

@@ -541,10 +541,18 @@ def _find_series(folder: Path, recursive: bool = True) -> list[_Series]:
             dirs.sort()
             if not recursive:
                 dirs.clear()
-            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(current):
-                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(current, uid)
-                if files:
-                    found.append(_Series(uid, list(files)))
+            try:
+                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(current):
+                    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(current, uid)
+                    if files:
+                        found.append(_Series(uid, list(files)))
+            except RuntimeError:
+                # GDCM refuses some header values while merely listing the series (found by
+                # fuzzing: SamplesPerPixel 65535 in one slice).
+                raise InputError(
+                    f"Cannot read {folder}: a DICOM file in {current} has a header GDCM cannot "
+                    "make sense of (corrupt or not an image)."
+                ) from None
     # Most slices first; ties keep the walk order, so the choice is deterministic.
     found.sort(key=lambda s: -len(s.files))
     return found

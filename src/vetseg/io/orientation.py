@@ -166,6 +166,14 @@ class PostureCheck:
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold of a sample of values (between background and body)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(high - low) or high - low <= 256 * np.spacing(max(abs(low), abs(high))):
+        # One value, or a range too narrow (or too wide) for 256 finite bins (fuzzing found
+        # both in label maps of float voxels near 1e38): no threshold between two classes.
+        return low
     hist, edges = np.histogram(values, bins=256)
     centres = (edges[:-1] + edges[1:]) / 2
     weight = np.cumsum(hist).astype(float)
