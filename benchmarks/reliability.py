@@ -13,11 +13,14 @@ Kill anywhere
     random delay; the re-run (in this process, through the same CLI) must finish, ``vetseg check``
     must pass, every corrected version that existed before must be there unchanged, and the
     outcome must equal that of an uninterrupted run (see :func:`outcome` for what is compared and
-    what is not). The delay is drawn from the uninterrupted run's own timeline: a quarter of the
-    kills before the process touched any of its files (start-up: interpreter and imports), the
-    rest between that moment and its end. At the kill the process is stopped first (SIGSTOP) and
-    its phase read from ``/proc``: ``start-up``, ``reading`` (an input file open), ``writing`` (a
-    temporary file of an atomic write open or present), ``computing`` (anything else).
+    what is not). When to kill is drawn on the child's own progress, with lengths from an
+    uninterrupted run: 20% of the kills aim at start-up (a delay up to the moment that run
+    touched its files: interpreter and imports), 55% at its work (a delay after the child
+    touched its files, up to the rest of that run's length), 25% at a write (up to 50 ms after a
+    temporary file of an atomic write appeared). At the kill the child is stopped (SIGSTOP) and
+    its phase read from ``/proc``: ``start-up`` (none of its files touched), ``reading`` (an
+    input file open), ``writing`` (a temporary file open or present), ``computing`` (anything
+    else), ``exiting`` (its files closed after it printed something).
 
 Concurrency
     Pairs of commands on one workspace at once: each must succeed, or be refused with the lock
@@ -389,12 +392,33 @@ def timed_run(args: list[str], roots: tuple[Path, ...]) -> Timeline:
     return Timeline(seconds, touched if touched is not None else seconds, output)
 
 
-def kill_after(args: list[str], delay: float, roots: tuple[Path, ...]) -> tuple[str, str]:
-    """Start a child, SIGKILL it after ``delay`` s: (phase at the kill, its output)."""
+def _temporaries(roots: tuple[Path, ...]) -> bool:
+    return any(True for r in roots if r.is_dir() for _ in r.rglob(".*.tmp-*"))
+
+
+def kill_after(
+    args: list[str], aim: str, extra: float, roots: tuple[Path, ...]
+) -> tuple[float, str, str]:
+    """Start a child and SIGKILL it: (seconds after its start, phase at the kill, its output).
+
+    ``aim`` says when, measured on the child's own progress (so that a machine slower than at
+    the reference run moves the kill with it): ``start-up``: ``extra`` s after the start;
+    ``working``: ``extra`` s after it first touched its files; ``writing``: ``extra`` s after a
+    temporary file of an atomic write appeared (polled every 2 ms; a write quicker than that
+    can be missed, and the child may then finish before the kill).
+    """
     process = start(args)
-    deadline = time.monotonic() + delay
+    began = time.monotonic()
+    if aim == "working":
+        while process.poll() is None and phase_of(process.pid, roots) == "start-up":
+            time.sleep(0.01)
+    elif aim == "writing":
+        while process.poll() is None and not _temporaries(roots):
+            time.sleep(0.002)
+    deadline = time.monotonic() + extra
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+    delay = time.monotonic() - began
     if process.poll() is None:
         os.kill(process.pid, signal.SIGSTOP)  # hold it still while we look
         phase = phase_of(process.pid, roots)
@@ -405,7 +429,7 @@ def kill_after(args: list[str], delay: float, roots: tuple[Path, ...]) -> tuple[
     output = process.stdout.read().decode(errors="replace") if process.stdout else ""
     if phase == "start-up" and output.strip():
         phase = "exiting"  # no file of its own open, but it has already said something
-    return phase, output
+    return delay, phase, output
 
 
 # --------------------------------------------------------------------------- kill trials
@@ -430,6 +454,7 @@ def references(kit: Kit, work: Path, commands: tuple[str, ...] = COMMANDS) -> Re
 class Trial:
     number: int
     command: str
+    aim: str
     delay_s: float
     phase: str
     survived: bool
@@ -455,12 +480,15 @@ def kill_trial(
     ws, out = fresh_copy(kit, work / "trial")
     args = kit.args(command, ws, out)
     line = refs.timelines[command]
-    if rng.random() < 0.25:
-        delay = rng.uniform(0.0, line.touched)
+    aim = rng.choices(("start-up", "working", "writing"), weights=(0.2, 0.55, 0.25))[0]
+    if aim == "start-up":
+        extra = rng.uniform(0.0, line.touched)
+    elif aim == "working":
+        extra = rng.uniform(0.0, line.seconds - line.touched)
     else:
-        delay = rng.uniform(line.touched, line.seconds)
+        extra = rng.uniform(0.0, 0.05)
     before = corrected_versions(ws)
-    phase, child_output = kill_after(args, delay, (ws, out))
+    delay, phase, child_output = kill_after(args, aim, extra, (ws, out))
     if command == "refine" and _round_recorded(ws, refs.outcomes[command]):
         # Killed while exiting, its round recorded: a re-run would train the next round, as
         # it should. The user has what an uninterrupted run leaves; compare that.
@@ -478,11 +506,18 @@ def kill_trial(
     except Exception as exc:  # noqa: BLE001 - an unreadable outcome is a failed trial
         problems.append(f"outcome unreadable: {type(exc).__name__}: {exc}")
     trial = Trial(
-        number, command, round(delay, 3), phase, not problems, time.monotonic() - began, problems
+        number,
+        command,
+        aim,
+        round(delay, 3),
+        phase,
+        not problems,
+        round(time.monotonic() - began, 2),
+        problems,
     )
     log = "\n".join(
         [
-            f"trial {number}: {command}, killed after {delay:.3f} s ({phase})",
+            f"trial {number}: {command}, aimed at {aim}, killed after {delay:.3f} s ({phase})",
             f"command: vetseg {shlex.join(args)}",
             "--- killed child's output",
             child_output,
@@ -514,17 +549,25 @@ def kill_trials(
     work: Path,
     failures: Path | None,
     commands: tuple[str, ...] = COMMANDS,
+    minutes: float | None = None,
 ) -> list[Trial]:
-    """``trials`` kill trials, the commands taking turns; failing ones' logs in ``failures``."""
+    """``trials`` kill trials, the commands taking turns; failing ones' logs in ``failures``.
+
+    With ``minutes``, no trial starts after that time (a shared machine can be slow).
+    """
     rng = random.Random(seed)
     done: list[Trial] = []
+    stop = time.monotonic() + minutes * 60 if minutes else float("inf")
     for number in range(trials):
+        if time.monotonic() > stop:
+            print(f"  stopped after {number} trials: --kill-minutes {minutes:g} spent", flush=True)
+            break
         command = commands[number % len(commands)]
         trial, log = kill_trial(kit, refs, number, command, rng, work)
         done.append(trial)
         status = "ok" if trial.survived else "FAILED"
         print(
-            f"  trial {number:>3} {command:<8} kill at {trial.delay_s:6.3f} s "
+            f"  trial {number:>3} {command:<8} {trial.aim:<8} kill at {trial.delay_s:6.3f} s "
             f"{trial.phase:<24} {status} ({trial.seconds:.1f} s)",
             flush=True,
         )
@@ -930,6 +973,10 @@ def summarise(trials: list[Trial]) -> dict[str, Any]:
         "failed": [dataclasses.asdict(t) for t in trials if not t.survived],
         "per_command": per_command,
         "phases_at_kill": dict(phases),
+        "phases_by_aim": {
+            a: dict(Counter(t.phase for t in trials if t.aim == a))
+            for a in ("start-up", "working", "writing")
+        },
         "phases_by_command": {
             c: dict(Counter(t.phase for t in trials if t.command == c)) for c in per_command
         },
@@ -967,6 +1014,9 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=200, help="Random kill trials.")
+    parser.add_argument(
+        "--kill-minutes", type=float, default=None, help="Start no kill trial after this."
+    )
     parser.add_argument("--pair-repeats", type=int, default=3, help="Rounds of the pair list.")
     parser.add_argument("--fuzz-seconds", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="10 trials, 1 round, 30 s fuzz.")
@@ -997,7 +1047,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"  {command:<8} {line.seconds:.2f} s (touches its files at {line.touched:.2f} s)"
             )
         print(f"{args.trials} kill trials:", flush=True)
-        trials = kill_trials(kit, refs, args.trials, args.seed, work, failures)
+        trials = kill_trials(
+            kit, refs, args.trials, args.seed, work, failures, minutes=args.kill_minutes
+        )
         print("concurrent pairs:", flush=True)
         pairs = concurrency(kit, args.pair_repeats, args.seed, work, failures)
         print(f"fuzzing for {args.fuzz_seconds:.0f} s:", flush=True)
@@ -1019,6 +1071,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             c: {"total": round(t.seconds, 2), "touches_files_at": round(t.touched, 2)}
             for c, t in refs.timelines.items()
         },
+        "kill_trials_asked": args.trials,
         "kill_trials": summarise(trials),
         "concurrent_pairs": {
             "run": len(pairs),
