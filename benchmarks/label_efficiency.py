@@ -409,7 +409,7 @@ def correction_round(
     from vetseg.data.datasets import open_dataset
     from vetseg.io.image import read_label
     from vetseg.models.files import read_model_info
-    from vetseg.training.rl import rl_tune_workspace
+    from vetseg.workflow.rl_round import rl_tune_workspace
     from vetseg.workflow.correct import correct
     from vetseg.workflow.demo_rounds import label_dice
     from vetseg.workflow.prelabel import prelabel
