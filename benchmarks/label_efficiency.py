@@ -409,11 +409,11 @@ def correction_round(
     from vetseg.data.datasets import open_dataset
     from vetseg.io.image import read_label
     from vetseg.models.files import read_model_info
-    from vetseg.training.rl import rl_tune_workspace
     from vetseg.workflow.correct import correct
     from vetseg.workflow.demo_rounds import label_dice
     from vetseg.workflow.prelabel import prelabel
     from vetseg.workflow.register import add_scans, use_model
+    from vetseg.workflow.rl_round import rl_tune_workspace
     from vetseg.workflow.rounds import refine_round
     from vetseg.workflow.workspace import Workspace, WorkspaceSettings
 
@@ -792,18 +792,43 @@ def markdown(summary: dict[str, Any], report: dict[str, Any], quick: bool) -> st
                 f" {', '.join(acc['organs_over_0.05_below_scratch']) or 'none'}; issue bar "
                 + ("met" if acc["met"] else "NOT met")
             )
-        largest = ks[-1]
-        lines += ["", f"per organ, k = {largest}", ""]
         organs = block["organs"]
-        lines += ["| method | " + " | ".join(organs) + " |", "|---|" + "---|" * len(organs)]
-        for method in METHODS:
-            entry = block["methods"][method].get(largest)
-            if not entry:
-                continue
-            cells = [f"{v[0]:.3f}" if (v := entry["per_organ"].get(o)) else "-" for o in organs]
-            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+        for k in dict.fromkeys(x for x in ("5", ks[-1]) if x in ks):
+            lines += ["", f"per organ, k = {k} (mean over seeds)", ""]
+            lines += ["| method | " + " | ".join(organs) + " |", "|---|" + "---|" * len(organs)]
+            for method in METHODS:
+                entry = block["methods"][method].get(k)
+                if not entry:
+                    continue
+                cells = [f"{v[0]:.3f}" if (v := entry["per_organ"].get(o)) else "-" for o in organs]
+                lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += remedies_markdown(report.get("remedies", {}))
     return "\n".join(lines) + "\n"
+
+
+def remedies_markdown(remedies: dict[str, Any]) -> list[str]:
+    """One table per remedies cell: validation and test mean Dice and each organ's test Dice."""
+    lines: list[str] = []
+    for cell, store in remedies.items():
+        variants = store.get("variants", {})
+        if not variants:
+            continue
+        organs = list(next(iter(variants.values()))["per_organ"])
+        lines += [f"### remedies for negative transfer, {cell} (chosen on validation: "
+                  f"{store.get('chosen_on_validation', '-')})", "",
+                  "| variant | val mean Dice | test mean Dice | " + " | ".join(organs) + " |",
+                  "|---|---|---|" + "---|" * len(organs)]  # fmt: skip
+        for name, row in variants.items():
+            val, test = row.get("val_mean_dice"), row.get("mean_dice")
+            cells = [f"{v:.3f}" if (v := row["per_organ"].get(o)) is not None else "-"
+                     for o in organs]  # fmt: skip
+            lines.append(
+                f"| {name} | {'-' if val is None else f'{val:.3f}'} | "
+                f"{'-' if test is None else f'{test:.3f}'} | " + " | ".join(cells) + " |"
+            )
+        lines.append("")
+    return lines
 
 
 def plot(summary: dict[str, Any], config: SweepConfig, out: Path, quick: bool) -> Path:

@@ -1,7 +1,7 @@
 """Does averaging organ probabilities across neighbouring slices (``--smooth-slices``) help?
 
 For each dataset a small animal model is transferred from the shipped human phantom model
-(``src/vetseg/assets/human_phantom_model``) and its held-out TEST cases (split 2:1:1 by case,
+(``src/vetseg/assets/human_model``) and its held-out TEST cases (split 2:1:1 by case,
 never seen in training or selection) are segmented with ``smooth_slices`` 0, 1 and 2, with
 ``vetseg segment``'s default post-processing. Reported per setting: mean Dice over organs and
 cases, and the slice consistency (:mod:`vetseg.inference.consistency`): neighbour-slice Dice of
@@ -37,7 +37,7 @@ from vetseg.config import StageConfig
 from vetseg.fileutil import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
-HUMAN = REPO / "src" / "vetseg" / "assets" / "human_phantom_model"
+HUMAN = REPO / "src" / "vetseg" / "assets" / "human_model"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -212,13 +212,15 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
         base = from_dict(StageConfig, merged)
     size = options.pop("size", None)
     spacing = options.pop("spacing", None)
+    context = options.pop("context_slices", None)
     no_augment = options.pop("no_augment", False)
     changes = {k: v for k, v in options.items() if v is not None}
-    if size is not None or spacing is not None:
+    if size is not None or spacing is not None or context is not None:
         changes["preprocess"] = dataclasses.replace(
             base.preprocess,
             size=size if size is not None else base.preprocess.size,
             spacing=spacing if spacing is not None else base.preprocess.spacing,
+            context_slices=context if context is not None else base.preprocess.context_slices,
         )
     if no_augment:
         changes["augment"] = AugmentConfig(enabled=False)
@@ -249,6 +251,13 @@ _VAL_SLICES = typer.Option(
 _CONFIG = typer.Option(None, "--config", help="JSON file with any of these settings.")
 _RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
 _NO_AUG = typer.Option(False, "--no-augment", help="Train without augmentation.")
+_CONTEXT = typer.Option(
+    None,
+    "--context-slices",
+    help="Neighbouring slices on each side as extra input channels (default 0: the patent's"
+    " one-channel stem; N gives 1+2N channels; a one-channel human stem is widened with the"
+    " neighbours' weights at zero).",
+)
 
 
 @app.command("train-human")
@@ -279,6 +288,7 @@ def train_human_cmd(
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
+    context_slices: int | None = _CONTEXT,
     orientation: str | None = _DATA_ORIENTATION,
     cache: Path | None = typer.Option(
         None,
@@ -309,6 +319,7 @@ def train_human_cmd(
         seed=seed,
         val_slices=val_slices,
         no_augment=no_augment,
+        context_slices=context_slices,
     )
     from vetseg.labels import CORE_ORGANS
     from vetseg.training.stages import train_human
@@ -407,6 +418,7 @@ def transfer(
     scratch: bool = typer.Option(
         False, "--scratch", help="Baseline: same architecture from random weights, nothing frozen."
     ),
+    context_slices: int | None = _CONTEXT,
     spacing: str | None = typer.Option(
         None,
         "--spacing",
@@ -439,6 +451,7 @@ def transfer(
         seed=seed,
         val_slices=val_slices,
         no_augment=no_augment,
+        context_slices=context_slices,
     )
     from vetseg.training.stages import transfer as run_transfer
 

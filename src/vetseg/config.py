@@ -17,6 +17,9 @@ from vetseg.errors import InputError
 
 T = TypeVar("T")
 
+#: The most neighbouring slices on each side a model may take as extra input channels.
+MAX_CONTEXT_SLICES = 8
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -36,6 +39,10 @@ class PreprocessConfig:
             organs of the training data (nnU-Net's CT normalisation): input = (clip - mean) /
             std, the same for every slice and scan. None: the legacy per-slice zero mean and
             unit variance, which depends on how much air the field of view holds.
+        context_slices: neighbouring slices on each side fed as extra input channels: the
+            network sees ``1 + 2 * context_slices`` channels, slices ``z - N .. z + N`` (the
+            end slices repeated at the volume's ends), all on the model grid. 0 (the default):
+            the patent's one-channel stem, each slice seen alone.
     """
 
     window: tuple[float, float] = (-1000.0, 1000.0)
@@ -43,6 +50,7 @@ class PreprocessConfig:
     orientation: str = "LPS"
     spacing: float | None = None
     intensity: tuple[float, float] | None = None
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.window[0] >= self.window[1]:
@@ -57,6 +65,18 @@ class PreprocessConfig:
             )
         if self.intensity is not None and not self.intensity[1] > 0:
             raise InputError(f"intensity scale must be positive, got {self.intensity}.")
+        context = self.context_slices
+        whole = isinstance(context, int) and not isinstance(context, bool)
+        if not whole or not 0 <= context <= MAX_CONTEXT_SLICES:
+            raise InputError(
+                f"context slices must be a whole number from 0 to {MAX_CONTEXT_SLICES} "
+                f"(neighbours on each side), got {context!r}."
+            )
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network: the slice and its neighbours on both sides."""
+        return 1 + 2 * self.context_slices
 
     @property
     def physical(self) -> bool:

@@ -89,3 +89,22 @@ def test_remedy_variants_are_valid_settings() -> None:
         assert 0 <= config.freeze_epochs <= config.epochs
     assert le.remedy("frozen all but the last epoch", base)[0].freeze_epochs == base.epochs - 1
     assert le.remedy("transferred parts at lr x 0.1", base)[0].transferred_lr_scale == 0.1
+
+
+def test_remedies_table_lists_each_variant_with_validation_and_test() -> None:
+    remedies = {
+        "mouse/k5/seed0": {
+            "chosen_on_validation": "no frozen epochs",
+            "variants": {
+                "as shipped": {"val_mean_dice": 0.2, "mean_dice": 0.21,
+                               "per_organ": {"liver": 0.8, "lungs": 0.07}},
+                "no frozen epochs": {"val_mean_dice": 0.3, "mean_dice": 0.25,
+                                     "per_organ": {"liver": 0.81, "lungs": None}},
+            },
+        }
+    }  # fmt: skip
+    lines = le.remedies_markdown(remedies)
+    assert "chosen on validation: no frozen epochs" in lines[0]
+    assert "| as shipped | 0.200 | 0.210 | 0.800 | 0.070 |" in lines
+    assert "| no frozen epochs | 0.300 | 0.250 | 0.810 | - |" in lines
+    assert le.remedies_markdown({}) == []

@@ -31,6 +31,15 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"lr": 1e-2, "batch_size": 4, "extend": 0, "seed": 3, "freeze_epochs": 0}
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare gloo runs to 1e-5: keep every process (spawned ones inherit the
+    environment) on the CPU also where a GPU is visible (on one GPU, the second process of a
+    CUDA run would have no device; bf16 autocast would not match to 1e-5 either)."""
+    monkeypatch.setenv(distributed.DEVICE_VARIABLE, "cpu")
+    distributed.shutdown()
+
+
 class NoBiasBeforeNorm(TinyNet):
     """TinyNet without the conv bias that its BatchNorm cancels: that bias's gradient is zero
     up to rounding, and Adam's first step turns rounding noise into a step of +-lr, so it
@@ -217,3 +226,42 @@ def test_torchrun_trains_the_human_model_and_one_process_resumes(tmp_path: Path)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = (tmp_path / "model" / "train" / METRICS_NAME).read_text().splitlines()
     assert len(lines) == 2 and (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def _fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_the_device_follows_vetseg_device_and_the_gpus_present(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _fake_gpus(monkeypatch, 1)
+    for choice, expected in (("cpu", "cpu"), ("", "cuda"), ("auto", "cuda"), ("CUDA", "cuda")):
+        monkeypatch.setenv(distributed.DEVICE_VARIABLE, choice)
+        assert distributed._from_environment().device.type == expected
+    monkeypatch.setenv(distributed.DEVICE_VARIABLE, "tpu")
+    with pytest.raises(InputError, match="must be cpu, cuda or auto, not 'tpu'"):
+        distributed._from_environment()
+    _fake_gpus(monkeypatch, 0)
+    monkeypatch.setenv(distributed.DEVICE_VARIABLE, "cuda")
+    with pytest.raises(InputError, match="sees no CUDA GPU"):
+        distributed._from_environment()
+    monkeypatch.setenv(distributed.DEVICE_VARIABLE, "")
+    assert distributed._from_environment().device.type == "cpu"
+
+
+def test_more_processes_than_gpus_on_a_machine_are_refused_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen on a 1-GPU machine: torchrun's second process died in set_device with "invalid
+    # device ordinal"; now it is refused before touching the GPU or the process group.
+    _fake_gpus(monkeypatch, 1)
+    monkeypatch.delenv(distributed.DEVICE_VARIABLE, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("GPU touched"))
+    with pytest.raises(InputError, match=r"no GPU of its own \(1 visible\).*--nproc_per_node 1"):
+        distributed._from_environment()

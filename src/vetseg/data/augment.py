@@ -16,6 +16,9 @@ Conventions that matter:
   kidney_right, ...), or the masks would teach the model mirrored anatomy. A vertical flip
   (anterior <-> posterior) swaps nothing.
 * Masks use nearest interpolation everywhere and stay binary.
+* A stack of neighbouring slices ``[C, S, S]`` (``PreprocessConfig.context_slices``) is one
+  multi-channel image: every geometric transform moves all its slices alike, as the scan would
+  have moved; noise is drawn per pixel of every slice.
 * albumentations clips float images to ``[0, 1]`` in its pixel transforms (MotionBlur,
   GaussNoise) and fills borders with 0. The slice is zero-mean, unit-variance, so the transforms
   run on a copy rescaled to ``[0, 1]`` by the slice's own min and max and are mapped back after:
@@ -145,16 +148,18 @@ class Augmenter:
 
         Args:
             draw: from :meth:`draw`.
-            image: float ``[S, S]`` normalised slice.
+            image: float ``[S, S]`` normalised slice, or ``[C, S, S]``: a slice and its
+                neighbours, transformed jointly.
             masks: ``[n_organs, S, S]`` binary masks (uint8, bool or float).
 
         Returns:
-            ``(image, masks)``: float32 ``[S, S]`` and masks of the input dtype, still binary.
+            ``(image, masks)``: float32 image of the input's shape and masks of the input
+            dtype, still binary.
         """
-        if image.ndim != 2 or masks.ndim != 3 or masks.shape[1:] != image.shape:
+        if image.ndim not in (2, 3) or masks.ndim != 3 or masks.shape[1:] != image.shape[-2:]:
             raise InputError(
-                f"augmentation expects image [S, S] and masks [n, S, S], got {image.shape}"
-                f" and {masks.shape}."
+                f"augmentation expects image [S, S] or [C, S, S] and masks [n, S, S], got"
+                f" {image.shape} and {masks.shape}."
             )
         if masks.shape[0] != len(self.organs):
             raise InputError(
@@ -167,19 +172,22 @@ class Augmenter:
             low, high = float(image.min()), float(image.max())
             scale = high - low if high > low else 1.0
         unit = ((image.astype(np.float32) - low) / scale).astype(np.float32)
+        stacked = unit.ndim == 3
+        if stacked:  # albumentations takes channels last
+            unit = np.moveaxis(unit, 0, -1)
         work = (masks > 0.5).astype(np.uint8) if masks.dtype.kind == "f" else (masks != 0)
         work = np.ascontiguousarray(work, dtype=np.uint8)
 
         for name in draw.fired:
             if name == "HorizontalFlip":
                 # Last axis = patient right -> left: mirror, and left organs become right ones.
-                unit = unit[:, ::-1]
+                unit = unit[:, ::-1, ...]
                 work = work[self.swap][:, :, ::-1]
             elif name == "VerticalFlip":
-                unit = unit[::-1, :]
+                unit = unit[::-1, ...]
                 work = work[:, ::-1, :]
             else:
-                transform = self._transform(name, unit.shape, draw.noise_std / scale)
+                transform = self._transform(name, unit.shape[:2], draw.noise_std / scale)
                 transform.set_random_seed(draw.seeds[name])
                 unit = np.ascontiguousarray(unit)
                 work = np.ascontiguousarray(work)
@@ -190,6 +198,8 @@ class Augmenter:
                     out = transform(image=unit)
                 unit = out["image"]
 
+        if stacked:
+            unit = np.moveaxis(unit, -1, 0)
         if scale != 1.0 or low != 0.0:
             unit = unit * np.float32(scale) + np.float32(low)
         image_out = np.ascontiguousarray(unit, dtype=np.float32)
@@ -202,7 +212,7 @@ class Augmenter:
         """Draw and apply in one go; the fired transforms are left in :attr:`last_applied`.
 
         Args:
-            image: float ``[S, S]`` normalised slice.
+            image: float ``[S, S]`` normalised slice (or ``[C, S, S]`` stack).
             masks: ``[n_organs, S, S]`` binary masks.
             rng: the sample's generator.
 

@@ -500,8 +500,10 @@ def tiled_logits(
     """Logits of model-grid slices of any size through a network that takes ``size`` tiles.
 
     Args:
-        run: ``[b, 1, size, size]`` float32 -> ``[b, c, size, size]`` logits (an engine).
-        image: ``[z, H, W]`` float32 model input (:func:`to_model_grid`).
+        run: ``[b, k, size, size]`` float32 -> ``[b, c, size, size]`` logits (an engine).
+        image: ``[z, H, W]`` float32 model input (:func:`to_model_grid`), or ``[z, k, H, W]``
+            for a model with neighbouring slices as input channels
+            (:func:`~vetseg.data.context.stack_context`); every channel is tiled alike.
         size: the network's tile size.
         fill: the model intensity of padding (:func:`pad_value`).
         batch_size: tiles per call of ``run``.
@@ -510,19 +512,26 @@ def tiled_logits(
         float32 ``[z, c, H, W]``: where tiles overlap, their logits are averaged with a
         Gaussian weight that trusts tile centres (context on every side) over tile borders.
     """
-    z, height, width = image.shape
+    if image.ndim == 3:
+        image = image[:, None]
+    z, channels, height, width = image.shape
     ys, xs = tile_starts(height, size), tile_starts(width, size)
     if len(ys) == len(xs) == 1 and height == width == size:
         chunks = [
-            torch.from_numpy(np.asarray(run(image[s : s + batch_size, None]), dtype=np.float32))
+            torch.from_numpy(
+                np.asarray(
+                    run(np.ascontiguousarray(image[s : s + batch_size], dtype=np.float32)),
+                    dtype=np.float32,
+                )
+            )
             for s in range(0, z, batch_size)
         ]
         return torch.cat(chunks, dim=0)
     top, left = min(0, ys[0]), min(0, xs[0])
     padded_h = max(height, ys[-1] + size) - top
     padded_w = max(width, xs[-1] + size) - left
-    canvas = np.full((z, padded_h, padded_w), fill, dtype=np.float32)
-    canvas[:, -top : -top + height, -left : -left + width] = image
+    canvas = np.full((z, channels, padded_h, padded_w), fill, dtype=np.float32)
+    canvas[:, :, -top : -top + height, -left : -left + width] = image
     tiles = [(k, y - top, x - left) for k in range(z) for y in ys for x in xs]
     weight = _tile_weight(size)
     total: torch.Tensor | None = None
@@ -532,7 +541,7 @@ def tiled_logits(
             norm[y - top : y - top + size, x - left : x - left + size] += weight
     for start in range(0, len(tiles), batch_size):
         part = tiles[start : start + batch_size]
-        batch = np.stack([canvas[k, y : y + size, x : x + size] for k, y, x in part])[:, None]
+        batch = np.stack([canvas[k, :, y : y + size, x : x + size] for k, y, x in part])
         logits = torch.from_numpy(np.asarray(run(batch), dtype=np.float32))
         if total is None:
             total = torch.zeros((z, logits.shape[1], padded_h, padded_w), dtype=torch.float32)

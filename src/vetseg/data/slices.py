@@ -9,7 +9,9 @@ overlaps the body; a slice smaller than the crop is padded with air at a random 
 legacy model (no spacing) sees whole slices squashed to ``size x size``, as before.
 Slices that show no organ carry little signal, so only a seeded fraction of them is kept.
 Per-sample crops and augmentation draw from a generator derived from ``(seed, epoch, index)``:
-a run reproduces whatever the number of DataLoader workers.
+a run reproduces whatever the number of DataLoader workers. A model with neighbouring slices as
+input channels (``PreprocessConfig.context_slices``) gets each slice's stack
+(:mod:`vetseg.data.context`), cropped and augmented as one image.
 
 :meth:`SliceDataset.from_cache` reads the same slices from a slice cache
 (:mod:`vetseg.data.cache`) through memory maps instead of decoding scans: a model with a pixel
@@ -27,6 +29,7 @@ import torch
 
 from vetseg.config import AugmentConfig, PreprocessConfig
 from vetseg.data.augment import Augmenter, build_augment
+from vetseg.data.context import neighbour_indices
 from vetseg.data.datasets import LoadedCase
 from vetseg.data.preprocess import (
     apply_intensity,
@@ -141,6 +144,7 @@ class SliceDataset(torch.utils.data.Dataset):
         )
         self._organ_ids = np.arange(1, len(self.organs) + 1, dtype=np.uint8)[:, None, None]
         self.size = int(preprocess.size)
+        self.context = int(preprocess.context_slices)
         self.fill = pad_value(preprocess)
         # A model with a spacing and intensity statistics keeps window-clipped HU (what the
         # slice cache stores) and applies its statistics per sample; others keep model input.
@@ -192,13 +196,21 @@ class SliceDataset(torch.utils.data.Dataset):
         self._labels: list[Any] = [volume[2] for volume in volumes]
         # (volume, z in the stored volume) of every kept slice.
         self._where = np.array([(v, z) for _, v, z in kept_origins], dtype=np.int64)
+        # z in the stored volume of every kept slice's input stack (itself and its neighbours).
+        self._stack = np.zeros((len(kept_origins), 1 + 2 * self.context), dtype=np.int64)
+        for v, volume in enumerate(volumes):
+            rows = self._where[:, 0] == v
+            n_slices = len(volume[3])
+            self._stack[rows] = neighbour_indices(self._where[rows, 1], n_slices, self.context)
         if in_memory:
-            # Held in memory: keep only the kept slices (most empty ones go).
+            # Held in memory: keep only the kept slices and their neighbours (most empty go).
             for v in range(len(volumes)):
-                zs = self._where[self._where[:, 0] == v, 1]
+                rows = self._where[:, 0] == v
+                zs = np.unique(self._stack[rows])
                 self._images[v] = np.ascontiguousarray(self._images[v][zs])
                 self._labels[v] = np.ascontiguousarray(self._labels[v][zs])
-                self._where[self._where[:, 0] == v, 1] = np.arange(zs.size)
+                self._stack[rows] = np.searchsorted(zs, self._stack[rows])
+                self._where[rows, 1] = self._stack[rows, self.context]
         self._presence = presence[keep]
         self._origins = [(cid, z) for cid, _, z in kept_origins]
         #: Slices of all cases before the empty-slice choice, and how many were empty.
@@ -216,33 +228,42 @@ class SliceDataset(torch.utils.data.Dataset):
         """One sample.
 
         Returns:
-            ``(image, target)``: float32 ``[1, S, S]`` and float32 ``[n_organs, S, S]`` in
-            {0, 1}.
+            ``(image, target)``: float32 ``[C, S, S]`` (C = 1 + 2 * context_slices: the slice,
+            with its neighbours on both sides when the model takes them) and float32
+            ``[n_organs, S, S]`` in {0, 1}.
         """
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"slice index {index} out of range for {len(self)} slices")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         volume, z = self._where[index]
-        image = np.asarray(self._images[volume][z])
+        if self.context:
+            image = np.stack([np.asarray(self._images[volume][k]) for k in self._stack[index]])
+        else:
+            image = np.asarray(self._images[volume][z])
         labels = np.asarray(self._labels[volume][z])
         if self._stores_clipped:
             image = apply_intensity(image, self.preprocess)
-        if image.shape != (self.size, self.size):
+        if image.shape[-2:] != (self.size, self.size):
             image, labels = self._crop(image, labels, rng)
         image = image.astype(np.float32)
         masks = (labels[None] == self._organ_ids).astype(np.uint8)
         if self.augmenter is not None:
             image, masks = self.augmenter(image, masks, rng)
+        image = np.ascontiguousarray(image, dtype=np.float32)
         return (
-            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]),
+            torch.from_numpy(image if self.context else image[None]),
             torch.from_numpy(masks.astype(np.float32)),
         )
 
     def _crop(
         self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A ``size x size`` crop (padded with air where the slice is smaller)."""
+        """A ``size x size`` crop (padded with air where the slice is smaller).
+
+        ``image`` is ``[H, W]``, or a stack ``[C, H, W]`` cropped alike (its centre slice
+        chooses the crop, as a lone slice would).
+        """
         size = self.size
         present = np.unique(labels)
         present = present[present > 0]
@@ -253,13 +274,14 @@ class SliceDataset(torch.utils.data.Dataset):
             centre = (int(ys[pick]), int(xs[pick]))
         else:
             # Anywhere on the body: pixels above the middle of the window's model intensities.
-            body = image > self.fill * 0.5
+            centre_slice = image[image.shape[0] // 2] if image.ndim == 3 else image
+            body = centre_slice > self.fill * 0.5
             ys, xs = np.nonzero(body) if body.any() else np.nonzero(np.ones_like(body))
             pick = int(rng.integers(ys.size))
             centre = (int(ys[pick]), int(xs[pick]))
         starts = []
         for axis in (0, 1):
-            length = image.shape[axis]
+            length = labels.shape[axis]
             if length <= size:
                 # Pad: the slice sits at a random offset inside the crop.
                 starts.append(-int(rng.integers(0, size - length + 1)))
@@ -267,14 +289,14 @@ class SliceDataset(torch.utils.data.Dataset):
                 jitter = int(rng.integers(-size // 4, size // 4 + 1))
                 start = centre[axis] - size // 2 + jitter
                 starts.append(int(np.clip(start, 0, length - size)))
-        out_image = np.full((size, size), self.fill, dtype=image.dtype)
+        out_image = np.full((*image.shape[:-2], size, size), self.fill, dtype=image.dtype)
         out_labels = np.zeros((size, size), dtype=labels.dtype)
         y0, x0 = starts
-        src_y = slice(max(y0, 0), min(y0 + size, image.shape[0]))
-        src_x = slice(max(x0, 0), min(x0 + size, image.shape[1]))
+        src_y = slice(max(y0, 0), min(y0 + size, labels.shape[0]))
+        src_x = slice(max(x0, 0), min(x0 + size, labels.shape[1]))
         dst_y = slice(src_y.start - y0, src_y.stop - y0)
         dst_x = slice(src_x.start - x0, src_x.stop - x0)
-        out_image[dst_y, dst_x] = image[src_y, src_x]
+        out_image[..., dst_y, dst_x] = image[..., src_y, src_x]
         out_labels[dst_y, dst_x] = labels[src_y, src_x]
         return out_image, out_labels
 

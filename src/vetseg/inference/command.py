@@ -354,7 +354,12 @@ def run_export(model: Path, onnx: Path, console: Console | None = None) -> float
         raise InputError(f"Cannot write {onnx}: the file name must end in .onnx.")
     network, info = load_model(Path(model))
     payload = export_onnx_bytes(network, info)
-    difference = probability_difference(network, OnnxEngine(payload), info.preprocess.size)
+    difference = probability_difference(
+        network,
+        OnnxEngine(payload),
+        info.preprocess.size,
+        channels=info.preprocess.in_channels,
+    )
     if difference > 1e-3:
         raise InputError(
             f"ONNX Runtime's probabilities differ from PyTorch's by {difference:.2g} (> 1e-3) "

@@ -1,6 +1,7 @@
 """Inference engines: what turns a batch of model-input slices into organ logits.
 
-Three engines share one call, ``engine(batch) -> logits``, ``[B, 1, S, S]`` float32 in and
+Three engines share one call, ``engine(batch) -> logits``, ``[B, C, S, S]`` float32 in (C = 1,
+or a slice and its neighbours: ``PreprocessConfig.in_channels``) and
 ``[B, n_organs, S, S]`` float32 out; ``engine(batch, release=True)`` also gives the engine's
 working memory back after the batch (the segmenter asks for it on a scan's last batch, so that
 post-processing does not run beside an idle gigabyte):
@@ -62,7 +63,7 @@ class Engine(Protocol):
     name: str
 
     def __call__(self, batch: np.ndarray, release: bool = False) -> np.ndarray:
-        """``[B, 1, S, S]`` float32 -> ``[B, n_organs, S, S]`` float32 logits.
+        """``[B, C, S, S]`` float32 -> ``[B, n_organs, S, S]`` float32 logits.
 
         ``release``: free the engine's working memory once this batch is done (the next call
         allocates it again).
@@ -160,7 +161,7 @@ def export_onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
 
     size = info.preprocess.size
     model = model.eval()
-    dummy = torch.zeros(1, 1, size, size)
+    dummy = torch.zeros(1, info.preprocess.in_channels, size, size)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter warns about its own deprecation and constant folding.
@@ -195,7 +196,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path) -> Path:
 
 
 def probability_difference(
-    model: nn.Module, engine: Engine, size: int, batch: int = 2, seed: int = 0
+    model: nn.Module, engine: Engine, size: int, batch: int = 2, seed: int = 0, channels: int = 1
 ) -> float:
     """Largest difference between the PyTorch model's and an engine's organ probabilities.
 
@@ -205,13 +206,15 @@ def probability_difference(
         size: input height and width.
         batch: slices in the check.
         seed: seed of the random input (standard normal, like normalised CT slices).
+        channels: input channels of the model (``PreprocessConfig.in_channels``).
 
     Returns:
         ``max |sigmoid(engine) - sigmoid(model)|`` over every organ and pixel.
     """
     import torch
 
-    x = np.random.default_rng(seed).standard_normal((batch, 1, size, size)).astype(np.float32)
+    shape = (batch, channels, size, size)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     with torch.inference_mode():
         reference = torch.sigmoid(model.eval()(torch.from_numpy(x))).numpy()
     other = 1.0 / (1.0 + np.exp(-engine(x).astype(np.float64)))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vetseg.data.context import context_indices, stack_context
 from vetseg.inference.engines import Engine, ModelSource, Say, TorchEngine, select_engine
 from vetseg.inference.postprocess import PostprocessConfig, postprocess_labels
 from vetseg.inference.report import OrganStats, organ_statistics
@@ -227,6 +228,15 @@ class Segmenter:
             )
         return (1.0, 1.0)  # unused by a legacy model
 
+    def _batch(self, volume: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """HU slices ``start .. stop - 1`` of ``volume`` as float32, with the neighbours on
+        each side a model with ``context_slices`` takes (the end slices repeated at the
+        volume's ends; :mod:`vetseg.data.context`)."""
+        context = self.info.preprocess.context_slices
+        if context == 0:
+            return volume[start:stop].astype(np.float32)
+        return volume[context_indices(start, stop, volume.shape[0], context)].astype(np.float32)
+
     def _logits(
         self,
         slices_hu: np.ndarray,
@@ -236,9 +246,12 @@ class Segmenter:
     ) -> torch.Tensor:
         """Logits ``[b, n_organs, y, x]`` on the slices' own in-plane grid, for HU slices.
 
-        The slices go to the model grid (:func:`~vetseg.data.preprocess.to_model_grid`), through
-        the engine in ``size x size`` tiles (:func:`~vetseg.data.preprocess.tiled_logits`), and
-        back. ``release``: the engine frees its working memory after this batch (a scan's last).
+        ``slices_hu`` is a batch from :meth:`_batch`: for a model with ``context_slices = N``
+        it holds ``N`` neighbours on each side, ``[b + 2N, y, x]``, and the network gets every
+        slice's stack of ``1 + 2N`` channels. The slices go to the model grid
+        (:func:`~vetseg.data.preprocess.to_model_grid`), through the engine in ``size x size``
+        tiles (:func:`~vetseg.data.preprocess.tiled_logits`), and back. ``release``: the engine
+        frees its working memory after this batch (a scan's last).
         """
         from vetseg.data.preprocess import (
             logits_to_native,
@@ -250,8 +263,10 @@ class Segmenter:
 
         pre = self.info.preprocess
         image, grid = to_model_grid(slices_hu, spacing_yx, pre, offset_yx)
+        if pre.context_slices:
+            image = stack_context(image, pre.context_slices)
         pending = [0]
-        height, width = image.shape[1:]
+        height, width = image.shape[-2:]
         n_tiles = len(tile_starts(height, pre.size)) * len(tile_starts(width, pre.size))
         n_tiles *= image.shape[0]
 
@@ -273,7 +288,8 @@ class Segmenter:
         release: bool = False,
         offset_yx: tuple[float, float] = (0.0, 0.0),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``."""
+        """Labels (uint8) and the winning probability (uint8, 0..255) of HU slices ``[b, y, x]``
+        (with their neighbours, :meth:`_batch`)."""
         logits = self._logits(slices_hu, spacing_yx, release, offset_yx)
         # The sigmoid is monotonic: the organ with the largest logit is the most probable, and
         # only its probability is needed, so one sigmoid per voxel instead of one per organ.
@@ -296,7 +312,7 @@ class Segmenter:
         spacing = self._spacing(spacing_yx)
         out = []
         for start in range(0, volume.shape[0], self.batch_size):
-            batch = volume[start : start + self.batch_size].astype(np.float32)
+            batch = self._batch(volume, start, min(start + self.batch_size, volume.shape[0]))
             last = start + self.batch_size >= volume.shape[0]
             out.append(torch.sigmoid(self._logits(batch, spacing, release=last)).numpy())
         return np.concatenate(out, axis=0)
@@ -330,7 +346,7 @@ class Segmenter:
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             labels[start:stop], prob[start:stop] = self._label_slices(
-                volume[start:stop].astype(np.float32),
+                self._batch(volume, start, stop),
                 spacing,
                 release=stop == total,
                 offset_yx=offset_yx,
@@ -363,7 +379,7 @@ class Segmenter:
         weight_sums: dict[int, float] = {}
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
-            batch = volume[start:stop].astype(np.float32)
+            batch = self._batch(volume, start, stop)
             probs = torch.sigmoid(self._logits(batch, spacing, stop == total, offset_yx))
             for offset in range(stop - start):
                 seen = start + offset

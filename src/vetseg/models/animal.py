@@ -30,7 +30,9 @@ from vetseg.models.human import (
     EfficientUNetBody,
     HumanOrganNet,
     backbone_architecture,
+    check_in_channels,
     check_input,
+    copy_stem,
     to_channels_last,
 )
 
@@ -52,6 +54,8 @@ class AnimalOrganNet(SegmentationModel):
         expand: expansion ratio of those blocks.
         kernel: depthwise kernel size of those blocks.
         attention: their attention, ``"scse"`` (vetseg), ``"se"`` or ``"none"``.
+        in_channels: input channels: 1 (the patent's stem) or a slice and its neighbours on
+            both sides (``PreprocessConfig.context_slices``).
     """
 
     PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "upsample", "fuse", "refine", "head")
@@ -67,6 +71,7 @@ class AnimalOrganNet(SegmentationModel):
         expand: int = 4,
         kernel: int = 3,
         attention: Attention = "scse",
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if n_organs < 1 or stem_channels < 1:
@@ -84,9 +89,10 @@ class AnimalOrganNet(SegmentationModel):
         self.expand = int(expand)
         self.kernel = int(kernel)
         self.attention = attention
+        self.in_channels = check_in_channels(in_channels)
 
         channels = self.stem_channels
-        self.stem = ConvModule(1, channels, bn_momentum=self.bn_momentum)
+        self.stem = ConvModule(self.in_channels, channels, bn_momentum=self.bn_momentum)
         self.body = EfficientUNetBody(channels, encoder, self.decoder_channels, self.bn_momentum)
         self.upsample = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False)
         self.fuse = ConvModule(
@@ -116,6 +122,7 @@ class AnimalOrganNet(SegmentationModel):
         expand: int = 4,
         kernel: int = 3,
         attention: Attention = "scse",
+        in_channels: int | None = None,
     ) -> AnimalOrganNet:
         """An animal model whose stem and body are exact, independent copies of ``human``'s.
 
@@ -129,6 +136,10 @@ class AnimalOrganNet(SegmentationModel):
             expand: their expansion ratio.
             kernel: their depthwise kernel size.
             attention: their attention (``"scse"``, ``"se"`` or ``"none"``).
+            in_channels: input channels (default: the human model's). A one-channel human stem
+                is widened: the centre channel gets its weights, the neighbours zero, so that
+                the new model's stem starts out computing exactly the human stem's features
+                (:func:`~vetseg.models.human.widened_stem_state`).
 
         Returns:
             The animal model, on the human model's device and dtype.
@@ -143,11 +154,12 @@ class AnimalOrganNet(SegmentationModel):
             expand=expand,
             kernel=kernel,
             attention=attention,
+            in_channels=human.in_channels if in_channels is None else in_channels,
         )
         reference = next(human.parameters())
         model.to(device=reference.device, dtype=reference.dtype)
         # load_state_dict copies values into the new model's own tensors: no storage is shared.
-        model.stem.load_state_dict(human.stem.state_dict())
+        copy_stem(human.stem, model.stem, model.in_channels)
         model.body.load_state_dict(human.body.state_dict())
         return model
 
@@ -155,12 +167,12 @@ class AnimalOrganNet(SegmentationModel):
         """Every named feature map of the forward pass (for shape tests and inspection).
 
         Args:
-            x: CT slices ``[B, 1, H, W]``, H and W multiples of 32.
+            x: CT slices ``[B, in_channels, H, W]``, H and W multiples of 32.
 
         Returns:
             ``{"F_stem", "F1", "F3", "F4", "F5", "logits"}``; shapes in the module docstring.
         """
-        check_input(x)
+        check_input(x, channels=self.in_channels)
         f_stem = to_channels_last(self.stem(x))
         f1 = self.upsample(self.body(f_stem))
         f3 = torch.cat([f1, f_stem], dim=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vetseg.config import PreprocessConfig, from_dict, to_dict
-from vetseg.errors import ModelFileError
+from vetseg.errors import InputError, ModelFileError
 from vetseg.fileutil import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class ModelInfo:
                     "outputs, so it does not describe these weights."
                 )
         try:
-            return cls(
+            info = cls(
                 model_id=str(data["model_id"]),
                 architecture=dict(data["architecture"]),
                 organs=tuple(data["organs"]),
@@ -146,8 +146,19 @@ class ModelInfo:
                 weights_sha256=str(data.get("weights_sha256", "")),
                 weights_dtype=str(data.get("weights_dtype", "float32")),
             )
+        except InputError as exc:  # a setting out of range, e.g. context_slices 9
+            raise ModelFileError(f"{source}: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: model description is incomplete ({exc}).") from exc
+        # A record without in_channels (every model before context slices) is one channel.
+        channels = info.architecture.get("in_channels", 1)
+        if info.architecture.get("class") != "PeerUNet" and channels != info.preprocess.in_channels:
+            raise ModelFileError(
+                f"{source}: its network takes {channels} input channel(s) but its preprocessing"
+                f" gives {info.preprocess.in_channels} (context_slices"
+                f" {info.preprocess.context_slices}), so it does not describe these weights."
+            )
+        return info
 
 
 def relative_path(path: str | Path, start: str | Path | None) -> str:

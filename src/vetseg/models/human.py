@@ -48,14 +48,68 @@ def set_bn_momentum(module: nn.Module, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def check_input(x: torch.Tensor, divisor: int = 32) -> None:
-    """Raise ValueError unless ``x`` is ``[B, 1, H, W]`` with H and W multiples of ``divisor``."""
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected input [B, 1, H, W], got {tuple(x.shape)}")
+def check_input(x: torch.Tensor, divisor: int = 32, channels: int = 1) -> None:
+    """Raise ValueError unless ``x`` is ``[B, channels, H, W]``, H and W multiples of
+    ``divisor``."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected input [B, {channels}, H, W], got {tuple(x.shape)}")
     if x.shape[-2] % divisor or x.shape[-1] % divisor:
         raise ValueError(
             f"input height and width must be multiples of {divisor}, got {tuple(x.shape[-2:])}"
         )
+
+
+def check_in_channels(in_channels: int) -> int:
+    """``in_channels`` as an int: odd and at least 1 (a slice and its neighbours on both sides)."""
+    if isinstance(in_channels, bool) or int(in_channels) != in_channels or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive whole number, got {in_channels!r}")
+    if in_channels % 2 == 0:
+        raise ValueError(
+            f"in_channels must be odd (a slice and as many neighbours on each side), "
+            f"got {in_channels}"
+        )
+    return int(in_channels)
+
+
+def widened_stem_state(
+    stem_state: dict[str, torch.Tensor], in_channels: int
+) -> dict[str, torch.Tensor]:
+    """A one-channel stem's weights for a stem of ``in_channels`` (a slice and its neighbours).
+
+    The first convolution's weight ``[out, 1, k, k]`` becomes ``[out, in_channels, k, k]``: the
+    centre channel (the slice itself) keeps the one-channel weights, the neighbours' channels
+    start at zero. The widened stem therefore gives exactly the one-channel stem's output at the
+    start, and training learns how much the neighbours add.
+
+    Args:
+        stem_state: ``state_dict()`` of a one-channel stem (:class:`ConvModule`).
+        in_channels: channels of the new stem (odd).
+
+    Returns:
+        A new state dict (the other tensors are the same objects, copied on loading).
+    """
+    key = "0.weight"  # the first Conv2d of the ConvModule
+    weight = stem_state[key]
+    if weight.shape[1] != 1:
+        raise ValueError(
+            f"only a one-channel stem can be widened, this one has {weight.shape[1]} channels"
+        )
+    wide = weight.new_zeros((weight.shape[0], in_channels, *weight.shape[2:]))
+    wide[:, in_channels // 2] = weight[:, 0]
+    return {**stem_state, key: wide}
+
+
+def copy_stem(source: nn.Module, target: nn.Module, in_channels: int) -> None:
+    """Load ``source``'s stem into ``target`` (``in_channels`` wide), widening it if needed."""
+    state = source.state_dict()
+    source_channels = state["0.weight"].shape[1]
+    if source_channels != in_channels:
+        if source_channels != 1:
+            raise ValueError(
+                f"a stem of {source_channels} input channels cannot become one of {in_channels}"
+            )
+        state = widened_stem_state(state, in_channels)
+    target.load_state_dict(state)
 
 
 def to_channels_last(features: torch.Tensor) -> torch.Tensor:
@@ -135,6 +189,8 @@ class HumanOrganNet(SegmentationModel):
         encoder: MONAI EfficientNet name of the body's encoder.
         decoder_channels: output channels of the body's four decoder stages (H/16 .. H/2).
         bn_momentum: momentum of every BatchNorm in the network.
+        in_channels: input channels: 1 (the patent's stem) or a slice and its neighbours on
+            both sides (``PreprocessConfig.context_slices``).
     """
 
     PARTS: ClassVar[tuple[str, ...]] = ("stem", "body", "head")
@@ -146,6 +202,7 @@ class HumanOrganNet(SegmentationModel):
         encoder: str = "efficientnet-b1",
         decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
         bn_momentum: float = 0.1,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if n_organs < 1 or stem_channels < 1:
@@ -155,14 +212,17 @@ class HumanOrganNet(SegmentationModel):
         self.encoder_name = encoder
         self.decoder_channels = tuple(int(c) for c in decoder_channels)
         self.bn_momentum = float(bn_momentum)
-        self.stem = ConvModule(1, self.stem_channels, bn_momentum=self.bn_momentum)
+        self.in_channels = check_in_channels(in_channels)
+        self.stem = ConvModule(self.in_channels, self.stem_channels, bn_momentum=self.bn_momentum)
         self.body = EfficientUNetBody(
             self.stem_channels, encoder, self.decoder_channels, self.bn_momentum
         )
         self.head = nn.Conv2d(self.body.out_channels, self.n_organs, kernel_size=1)
 
     @classmethod
-    def from_human(cls, human: HumanOrganNet, n_organs: int) -> HumanOrganNet:
+    def from_human(
+        cls, human: HumanOrganNet, n_organs: int, in_channels: int | None = None
+    ) -> HumanOrganNet:
         """The naive fine-tuning baseline: ``human``'s stem and body with a new head.
 
         No upsampling-fusion, no scSE-MobileNetV3 module: the human architecture itself, its
@@ -173,6 +233,8 @@ class HumanOrganNet(SegmentationModel):
         Args:
             human: the trained human model.
             n_organs: animal organs (logit channels of the new head).
+            in_channels: input channels (default: the human model's); a one-channel human
+                stem is widened (:func:`widened_stem_state`).
 
         Returns:
             The model, on the human model's device and dtype.
@@ -183,10 +245,11 @@ class HumanOrganNet(SegmentationModel):
             encoder=human.encoder_name,
             decoder_channels=human.decoder_channels,
             bn_momentum=human.bn_momentum,
+            in_channels=human.in_channels if in_channels is None else in_channels,
         )
         reference = next(human.parameters())
         model.to(device=reference.device, dtype=reference.dtype)
-        model.stem.load_state_dict(human.stem.state_dict())
+        copy_stem(human.stem, model.stem, model.in_channels)
         model.body.load_state_dict(human.body.state_dict())
         return model
 
@@ -194,12 +257,12 @@ class HumanOrganNet(SegmentationModel):
         """Stem and body features.
 
         Args:
-            x: CT slices ``[B, 1, H, W]``, H and W multiples of 32.
+            x: CT slices ``[B, in_channels, H, W]``, H and W multiples of 32.
 
         Returns:
             ``f_stem [B, 16, H, W]`` and ``f_body [B, 16, H/2, W/2]``.
         """
-        check_input(x)
+        check_input(x, channels=self.in_channels)
         f_stem = to_channels_last(self.stem(x))
         return f_stem, self.body(f_stem)
 
@@ -219,8 +282,12 @@ class HumanOrganNet(SegmentationModel):
 
 
 def backbone_architecture(model: Any) -> dict[str, Any]:
-    """The architecture fields the human and animal models share (class, organs, stem, body)."""
-    return {
+    """The architecture fields the human and animal models share (class, organs, stem, body).
+
+    ``in_channels`` is recorded only when it is not 1, so that a one-channel model's record is
+    the one older vetseg versions wrote and read (a record without it builds one channel).
+    """
+    record = {
         "class": type(model).__name__,
         "n_organs": model.n_organs,
         "stem_channels": model.stem_channels,
@@ -228,3 +295,6 @@ def backbone_architecture(model: Any) -> dict[str, Any]:
         "decoder_channels": list(model.decoder_channels),
         "bn_momentum": model.bn_momentum,
     }
+    if model.in_channels != 1:
+        record["in_channels"] = model.in_channels
+    return record

@@ -5,6 +5,10 @@
 reads them once and joins the process group (gloo on CPU, NCCL on CUDA). Without them the run
 is one process, as before. No process management of our own.
 
+The device: CUDA when a GPU is visible, else the CPU; ``VETSEG_DEVICE=cpu`` trains on the CPU
+although a GPU is there (``cuda`` insists on a GPU). Under torchrun each process takes the GPU
+of its ``LOCAL_RANK``; more processes on a machine than it has GPUs are refused in one sentence.
+
 What makes N processes train like one with their combined batch:
 
 * every process draws the same global sample stream from ``(seed, epoch)`` and takes its
@@ -74,9 +78,30 @@ def current() -> Distributed:
     return _CURRENT
 
 
+#: Environment variable choosing the training device: ``cpu``, ``cuda`` or unset (auto).
+DEVICE_VARIABLE = "VETSEG_DEVICE"
+
+
+def _use_cuda() -> bool:
+    """Whether to train on CUDA: ``VETSEG_DEVICE`` if set, else whether a GPU is visible."""
+    choice = os.environ.get(DEVICE_VARIABLE, "").strip().lower()
+    if choice in ("", "auto"):
+        return torch.cuda.is_available()
+    if choice == "cpu":
+        return False
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"{DEVICE_VARIABLE}=cuda but PyTorch sees no CUDA GPU here "
+                f"(torch {torch.__version__}); unset it to train on the CPU."
+            )
+        return True
+    raise InputError(f"{DEVICE_VARIABLE} must be cpu, cuda or auto, not {choice!r}.")
+
+
 def _from_environment() -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
+    cuda = _use_cuda()
     if world <= 1:
         return Distributed(device=torch.device("cuda" if cuda else "cpu"))
     try:
@@ -85,6 +110,13 @@ def _from_environment() -> Distributed:
         raise InputError(
             "WORLD_SIZE is set but RANK or LOCAL_RANK is not: start the run with torchrun."
         ) from None
+    if cuda and local_rank >= torch.cuda.device_count():
+        gpus = torch.cuda.device_count()
+        raise InputError(
+            f"process {local_rank} of this machine has no GPU of its own ({gpus} visible): "
+            f"start at most {gpus} per machine (torchrun --nproc_per_node {gpus}), or train "
+            f"on the CPU with {DEVICE_VARIABLE}=cpu."
+        )
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)

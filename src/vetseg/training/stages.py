@@ -327,7 +327,7 @@ def train_human(
     config = dataclasses.replace(
         config, preprocess=settle_preprocess(config.preprocess, prepared.train, slice_cache)
     )
-    model = HumanOrganNet(n_organs=len(organs))
+    model = HumanOrganNet(n_organs=len(organs), in_channels=config.preprocess.in_channels)
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
     info = ModelInfo(
         model_id=new_model_id("human"),
@@ -442,6 +442,15 @@ def transfer(
         config = dataclasses.replace(config, freeze_epochs=0)
     if method == "peer":
         config = dataclasses.replace(config, loss="dice_ce")
+        if config.preprocess.context_slices:
+            raise InputError("the peer baseline takes one slice; context slices are not for it.")
+    human_channels = human_info.preprocess.in_channels
+    wanted_channels = config.preprocess.in_channels
+    if transferred and human_channels not in (1, wanted_channels):
+        raise InputError(
+            f"{human_model} takes {human_channels} input channels; a transfer from it can keep"
+            f" them or start from a one-channel human model, not make {wanted_channels}."
+        )
     prepared = prepare_data(
         data,
         organs,
@@ -460,6 +469,8 @@ def transfer(
         size=size or human_info.preprocess.size,
         spacing=resolved,
         intensity=base.intensity if transferred and intensity == "human" else None,
+        # The animal model's own choice: a one-channel human stem is widened to it.
+        context_slices=config.preprocess.context_slices,
     )
     if resolved is not None and preprocess.intensity is None:
         # From the animal data: a model from random weights, intensity="animal", or a legacy
@@ -509,13 +520,20 @@ def _method_model(
 
     if method == "peer":
         return PeerUNet.planned(n_organs, preprocess.size, preprocess.spacing)
+    channels = preprocess.in_channels
     if method == "naive":
-        return HumanOrganNet.from_human(human, n_organs)
+        return HumanOrganNet.from_human(human, n_organs, in_channels=channels)
     if method == "scratch":
         # The same architecture with random weights, drawn after seeding (reproducible).
-        human = HumanOrganNet(**{k: v for k, v in human.architecture().items() if k != "class"})
+        options = {k: v for k, v in human.architecture().items() if k != "class"}
+        human = HumanOrganNet(**(options | {"in_channels": channels}))
     return AnimalOrganNet.from_human(
-        human, n_organs=n_organs, refine_blocks=refine_blocks, expand=expand, attention=attention
+        human,
+        n_organs=n_organs,
+        refine_blocks=refine_blocks,
+        expand=expand,
+        attention=attention,
+        in_channels=channels,
     )
 
 

@@ -22,7 +22,9 @@ from vetseg.errors import VetsegError
 
 @dataclass
 class ValidationCase:
-    """One validation case on the model grid: slices ``[z, 1, H, W]``, labels ``[z, H, W]``.
+    """One validation case on the model grid: slices ``[z, C, H, W]``, labels ``[z, H, W]``.
+
+    ``C`` is 1, or ``1 + 2 * context_slices`` for a model that sees neighbouring slices.
 
     ``H x W`` is ``size x size`` for a legacy model; for a model with a pixel spacing it is the
     slice's extent at that spacing, and prediction tiles it as inference does.
@@ -43,6 +45,7 @@ def make_validation_cases(
     ``max_slices``: keep every k-th slice of every case (the smallest k that leaves at most
     this many in all); None keeps them all.
     """
+    from vetseg.data.context import neighbour_indices
     from vetseg.data.preprocess import (
         inplane_offset,
         inplane_spacing,
@@ -60,14 +63,21 @@ def make_validation_cases(
         meta = case.canonical_meta
         # The middle of each stride: a case of fewer slices than the stride keeps one.
         keep = slice(min(stride // 2, case.image.shape[0] - 1), None, stride)
+        zs = np.arange(case.image.shape[0])[keep]
+        # Every kept slice with its neighbours (only itself for a one-channel model).
+        stacks = neighbour_indices(zs, case.image.shape[0], preprocess.context_slices)
         image, grid = to_model_grid(
-            case.image[keep], inplane_spacing(meta.spacing), preprocess, inplane_offset(meta)
+            case.image[stacks.ravel()],
+            inplane_spacing(meta.spacing),
+            preprocess,
+            inplane_offset(meta),
         )
-        labels = labels_to_model_grid(case.labels[keep], grid)
+        image = image.reshape(*stacks.shape, *image.shape[1:])
+        labels = labels_to_model_grid(case.labels[zs], grid)
         out.append(
             ValidationCase(
                 case.case_id,
-                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1),
+                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64)),
                 size=preprocess.size,
                 fill=pad_value(preprocess),
@@ -97,7 +107,7 @@ def validation_dice(
         acc = DiceAccumulator(n_organs)
         size = case.size or case.images.shape[-1]
         for start in range(0, case.images.shape[0], batch_size):
-            images = case.images[start : start + batch_size, 0].numpy()
+            images = case.images[start : start + batch_size].numpy()
             logits = tiled_logits(run, images, size, case.fill, batch_size)
             target = case.labels[start : start + batch_size].unsqueeze(1) == organ_ids
             acc.update(logits > 0, target)
@@ -124,19 +134,23 @@ def cached_validation_cases(
 ) -> list[ValidationCase]:
     """:func:`make_validation_cases` of cached cases (:class:`~vetseg.data.cache.SliceCache`):
     the same strided slices with the same values, without decoding a scan."""
+    from vetseg.data.context import neighbour_indices
     from vetseg.data.preprocess import apply_intensity, pad_value
 
     total = sum(cache.cases[cid].slices for cid in case_ids)
     stride = 1 if max_slices is None else max(1, math.ceil(total / max_slices))
     out = []
     for cid in case_ids:
-        keep = slice(min(stride // 2, cache.cases[cid].slices - 1), None, stride)
-        image = apply_intensity(cache.images(cid)[keep], preprocess)
-        labels = np.asarray(cache.labels(cid)[keep])
+        n_slices = cache.cases[cid].slices
+        zs = np.arange(n_slices)[min(stride // 2, n_slices - 1) :: stride]
+        stacks = neighbour_indices(zs, n_slices, preprocess.context_slices)
+        images = cache.images(cid)
+        image = np.stack([apply_intensity(images[stack], preprocess) for stack in stacks])
+        labels = np.asarray(cache.labels(cid)[zs])
         out.append(
             ValidationCase(
                 cid,
-                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1),
+                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 torch.from_numpy(labels.astype(np.int64)),
                 size=preprocess.size,
                 fill=pad_value(preprocess),

@@ -89,7 +89,8 @@ def uncertainty_score(
     """Mean predictive entropy (bits, summed over organs) of the voxels inside the body.
 
     Args:
-        model: a vetseg network (``[b, 1, S, S]`` -> logits ``[b, organs, S, S]``).
+        model: a vetseg network (``[b, C, S, S]`` -> logits ``[b, organs, S, S]``, C the
+            input channels of ``preprocess``).
         preprocess: its ``PreprocessConfig`` (window, size, spacing).
         canonical_volume: ``[z, y, x]`` scan in canonical orientation, in the window's units.
         batch_size: slices per forward pass.
@@ -103,6 +104,7 @@ def uncertainty_score(
     """
     import torch
 
+    from vetseg.data.context import context_indices, stack_context
     from vetseg.data.preprocess import logits_to_native, pad_value, tiled_logits, to_model_grid
 
     low, high = preprocess.window
@@ -115,9 +117,16 @@ def uncertainty_score(
         return model(torch.from_numpy(batch)).float().numpy()
 
     with torch.no_grad():
-        for start in range(0, canonical_volume.shape[0], batch_size):
-            chunk = canonical_volume[start : start + batch_size].astype(np.float32)
-            image, grid = to_model_grid(chunk, spacing_yx, preprocess, offset_yx)
+        total = canonical_volume.shape[0]
+        context = preprocess.context_slices
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            chunk = canonical_volume[start:stop].astype(np.float32)
+            with_neighbours = canonical_volume[context_indices(start, stop, total, context)]
+            image, grid = to_model_grid(
+                with_neighbours.astype(np.float32), spacing_yx, preprocess, offset_yx
+            )
+            image = stack_context(image, context)
             logits = tiled_logits(run, image, preprocess.size, pad_value(preprocess), batch_size)
             logits = logits_to_native(logits, grid)
             body = torch.from_numpy(chunk > body_level)
