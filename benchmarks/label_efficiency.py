@@ -898,7 +898,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", choices=tuple(REMEDIES), default=None)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild summary, table and plot from --out; run nothing",
+    )
+    parser.add_argument(
+        "--add-remedies",
+        type=Path,
+        default=None,
+        help="with --report-only: copy the remedies of another results JSON "
+        "(a --remedies run given its own --out) into --out",
+    )
     return parser.parse_args(argv)  # fmt: skip
+
+
+def report_only(out: Path, quick: bool, remedies: Path | None) -> None:
+    """Summary, Markdown and plot from a results JSON as it is (its sweep command is kept)."""
+    from vetseg.fileutil import atomic_write_text
+
+    report = json.loads(out.read_text())
+    if remedies is not None:
+        extra = json.loads(remedies.read_text())
+        for cell, store in extra.get("remedies", {}).items():
+            report.setdefault("remedies", {})[cell] = {**store, "command": extra.get("command")}
+    config = SweepConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in report["config"].items()})  # fmt: skip
+    report["summary"] = summarise(report["runs"], config)
+    atomic_write_text(out, json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+    md = out.with_suffix(".md")
+    atomic_write_text(md, markdown(report["summary"], _json_safe(report), quick))
+    png = plot(report["summary"], config, out.with_suffix(".png"), quick)
+    print(f"wrote {out}, {md}, {png}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -919,6 +950,9 @@ def main(argv: list[str] | None = None) -> None:
         config = dataclasses.replace(config, seeds=tuple(args.seeds))
     suffix = "_quick" if args.quick else ""
     out = args.out or RESULTS / f"label_efficiency{suffix}.json"
+    if args.report_only:
+        report_only(out, args.quick, args.add_remedies)
+        return
     work = args.work or ROOT / "runs" / f"label_efficiency{suffix}"
     human = args.human_model or shipped_human_model()
     if human is None:

@@ -108,3 +108,28 @@ def test_remedies_table_lists_each_variant_with_validation_and_test() -> None:
     assert "| as shipped | 0.200 | 0.210 | 0.800 | 0.070 |" in lines
     assert "| no frozen epochs | 0.300 | 0.250 | 0.810 | - |" in lines
     assert le.remedies_markdown({}) == []
+
+
+def test_report_only_rebuilds_the_outputs_and_imports_remedies(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    config = le.SweepConfig(settings=("mouse",), ks=(5,), seeds=(0, 1))
+    out = tmp_path / "sweep.json"
+    out.write_text(json.dumps({
+        "command": "python benchmarks/label_efficiency.py", "runs": _runs(),
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
+    }))  # fmt: skip
+    extra = tmp_path / "remedies.json"
+    extra.write_text(json.dumps({"command": "python benchmarks/label_efficiency.py --remedies",
+        "remedies": {"mouse/k5/seed0": {"chosen_on_validation": "as shipped", "variants": {
+            "as shipped": {"val_mean_dice": 0.2, "mean_dice": 0.21,
+                           "per_organ": {"liver": 0.8}}}}}}))  # fmt: skip
+    le.report_only(out, quick=False, remedies=extra)
+    report = json.loads(out.read_text())
+    assert report["summary"] == json.loads(json.dumps(le.summarise(_runs(), config)))
+    assert report["remedies"]["mouse/k5/seed0"]["command"].endswith("--remedies")
+    text = out.with_suffix(".md").read_text()
+    assert text.startswith("Command: `python benchmarks/label_efficiency.py`")
+    assert "| as shipped | 0.200 | 0.210 | 0.800 |" in text
+    assert out.with_suffix(".png").stat().st_size > 1000
