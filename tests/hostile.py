@@ -207,6 +207,19 @@ def mhd_missing_raw(folder: Path, name: str = "lost.mhd") -> Path:
     return _save(folder, name, header.encode())
 
 
+def metaimage_flipped_header(folder: Path, name: str = "flipped.mha") -> Path:
+    """A valid .mha with two header bytes flipped (the first letter, and the newline after
+    ``ElementDataFile = LOCAL``): ITK's MetaIO aborted the whole process on it (found by
+    benchmarks/reliability.py's fuzzing; benchmarks/results/reliability_crashes/)."""
+    valid = write_image(volume(), META, folder / f"valid_{name}")
+    data = bytearray(valid.read_bytes())
+    valid.unlink()
+    data[0] = 0xA6
+    end = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL")
+    data[end] = 0x9B
+    return _save(folder, name, data)
+
+
 def corrupt_nrrd(folder: Path, name: str = "noise.nrrd") -> Path:
     return _save(folder, name, np.random.default_rng(5).bytes(4000))
 
@@ -333,6 +346,18 @@ def dicom_samples_per_pixel(folder: Path, samples: int = 65535) -> Path:
     merely listing the folder's series (found by benchmarks/reliability.py's fuzzing)."""
     files = dicom_series(folder)
     edit_dicom(files[2:3], lambda _i, ds: setattr(ds, "SamplesPerPixel", samples))
+    return folder
+
+
+def dicom_meta_overrun(folder: Path) -> Path:
+    """The 4-slice series in which fuzzing flipped 4 header bytes of one slice (its file-meta
+    Source AE Title swallows the data set): GDCM allocated about 23 GB listing the folder and
+    the process was killed. Copied from benchmarks/results/reliability_crashes/."""
+    import shutil
+
+    source = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    shutil.copytree(source / "reliability_crashes" / "dicom_series_killed", folder,
+                    dirs_exist_ok=True)  # fmt: skip
     return folder
 
 

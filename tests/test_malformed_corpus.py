@@ -310,6 +310,16 @@ CORPUS: tuple[Hostile, ...] = (
     ),
     Hostile("terabyte_nrrd", _add(lambda k: h.terabyte_nrrd(k.bad)), "would need"),
     Hostile("terabyte_mha", _seg(lambda k: h.terabyte_mha(k.bad)), "would need"),
+    Hostile(
+        "metaimage_flipped_header",
+        _seg(lambda k: h.metaimage_flipped_header(k.bad)),
+        "MetaImage header is corrupt",
+    ),
+    Hostile(
+        "metaimage_flipped_header_info",
+        _info(lambda k: h.metaimage_flipped_header(k.bad)),
+        "MetaImage header is corrupt",
+    ),
     Hostile("terabyte_mha_info", _info(lambda k: h.terabyte_mha(k.bad)), "would need"),
     Hostile(
         "zero_spacing", _seg(lambda k: h.nifti_spacing(k.bad, "z.nii.gz", (1, 0, 2))), "spacing"
@@ -359,6 +369,16 @@ CORPUS: tuple[Hostile, ...] = (
         "dicom_samples_per_pixel_add",
         _add(lambda k: h.dicom_samples_per_pixel(k.bad / "d")),
         "GDCM cannot make sense of",
+    ),
+    Hostile(
+        "dicom_meta_overrun",
+        _seg(lambda k: h.dicom_meta_overrun(k.bad / "d")),
+        "file meta runs over the data set",
+    ),
+    Hostile(
+        "dicom_meta_overrun_add",
+        _add(lambda k: h.dicom_meta_overrun(k.bad / "d")),
+        "file meta runs over the data set",
     ),
     Hostile("dicom_empty_folder", _add(lambda k: h.empty_folder(k.bad / "d")), "no DICOM"),
     # ---- label maps

@@ -496,6 +496,59 @@ def _check_header_size(reader: sitk.ImageFileReader, path: Path) -> None:
         )
 
 
+#: MetaImage element types ITK's MetaIO reads.
+_MET_TYPES = frozenset(
+    f"MET_{t}"
+    for t in ("CHAR", "UCHAR", "SHORT", "USHORT", "INT", "UINT", "LONG", "ULONG", "LONG_LONG",
+              "ULONG_LONG", "FLOAT", "DOUBLE")
+)  # fmt: skip
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """Refuse a MetaImage header that ITK's MetaIO would crash on (found by fuzzing: a header
+    with a flipped byte, e.g. ``ElementDataFile = LOCAL`` running into the binary data, aborts
+    the whole process natively instead of raising).
+
+    The text header up to ``ElementDataFile`` must be printable ``Key = Value`` lines with
+    ``NDims``, as many positive ``DimSize`` values and a known ``ElementType``; the data file
+    must be ``LOCAL``, a ``LIST`` or ``%d`` pattern, or a file beside the header.
+    """
+    corrupt = f"Cannot read {path}: its MetaImage header is corrupt"
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    fields: dict[str, str] = {}
+    for raw in head.split(b"\n"):
+        try:
+            line = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise InputError(f"{corrupt} (a header line that is not text).") from None
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.replace("_", "").isalnum() or not value.isprintable():
+            raise InputError(f"{corrupt} (a line that is not 'Key = Value': {line[:40]!r}).")
+        fields[key] = value
+        if key == "ElementDataFile":
+            break
+    else:
+        raise InputError(f"{corrupt} (no ElementDataFile line).")
+    try:
+        ndims = int(fields.get("NDims", ""))
+        sizes = [int(v) for v in fields.get("DimSize", "").split()]
+    except ValueError:
+        raise InputError(f"{corrupt} (NDims or DimSize is not a whole number).") from None
+    if not 1 <= ndims <= 4 or len(sizes) != ndims or min(sizes) < 1:
+        raise InputError(f"{corrupt} (NDims {ndims} with DimSize {sizes}).")
+    if fields.get("ElementType") not in _MET_TYPES:
+        raise InputError(f"{corrupt} (unknown ElementType {fields.get('ElementType')!r}).")
+    data = fields["ElementDataFile"]
+    if data == "LOCAL" or data.startswith("LIST") or "%" in data:
+        return
+    if not (path.parent / data).is_file():
+        raise InputError(f"{corrupt} (its voxel file {data} is missing).")
+
+
 def _read_file(path: Path, suffix: str) -> sitk.Image:
     """Read one image file with SimpleITK, turning its failures into one sentence.
 
@@ -506,6 +559,8 @@ def _read_file(path: Path, suffix: str) -> sitk.Image:
     corrupt = f"Cannot read {path}: the file is truncated, corrupt or not a valid {kind} file."
     if suffix in (".nii", ".nii.gz"):
         _check_nifti_header(path)
+    if suffix in (".mha", ".mhd"):
+        _check_metaimage_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -533,6 +588,34 @@ class _Series:
     files: list[str]
 
 
+def _check_dicom_headers(folder: Path, names: list[str]) -> None:
+    """Refuse a DICOM file whose header pydicom finds broken, before GDCM parses it.
+
+    Found by fuzzing: a slice whose file-meta element lengths were flipped (one element
+    swallowing the whole data set) made GDCM allocate about 23 GB while listing the folder,
+    and the kernel killed the process. Only files with the ``DICM`` magic are looked at (others
+    GDCM ignores too); a header read stops before the pixel data (about a millisecond a file).
+    """
+    import pydicom
+
+    for name in sorted(names):
+        path = folder / name
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(128)
+                if handle.read(4) != b"DICM":
+                    continue
+        except OSError:
+            continue
+        broken = f"Cannot read {folder}: the DICOM file {name} has a corrupt header"
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - pydicom cannot parse it: neither can GDCM safely
+            raise InputError(f"{broken}.") from None
+        if len(dataset) == 0:
+            raise InputError(f"{broken} (its file meta runs over the data set).")
+
+
 def _find_series(folder: Path, recursive: bool = True) -> list[_Series]:
     """All DICOM image series in ``folder`` (and its subfolders), largest first."""
     found: list[_Series] = []
@@ -541,6 +624,7 @@ def _find_series(folder: Path, recursive: bool = True) -> list[_Series]:
             dirs.sort()
             if not recursive:
                 dirs.clear()
+            _check_dicom_headers(Path(current), _files)
             try:
                 for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(current):
                     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(current, uid)
