@@ -32,7 +32,7 @@ from vetseg.models.human import (
     backbone_architecture,
     check_in_channels,
     check_input,
-    copy_stem,
+    take_stem_and_body,
     to_channels_last,
 )
 
@@ -156,11 +156,7 @@ class AnimalOrganNet(SegmentationModel):
             attention=attention,
             in_channels=human.in_channels if in_channels is None else in_channels,
         )
-        reference = next(human.parameters())
-        model.to(device=reference.device, dtype=reference.dtype)
-        # load_state_dict copies values into the new model's own tensors: no storage is shared.
-        copy_stem(human.stem, model.stem, model.in_channels)
-        model.body.load_state_dict(human.body.state_dict())
+        take_stem_and_body(human, model)
         return model
 
     def intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

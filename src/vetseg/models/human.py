@@ -99,6 +99,16 @@ def widened_stem_state(
     return {**stem_state, key: wide}
 
 
+def take_stem_and_body(human: nn.Module, model: nn.Module) -> None:
+    """Move ``model`` to ``human``'s device and dtype and copy in its stem (widened to the
+    model's input channels) and body. ``load_state_dict`` copies values into the model's own
+    tensors: no storage is shared."""
+    reference = next(human.parameters())
+    model.to(device=reference.device, dtype=reference.dtype)
+    copy_stem(human.stem, model.stem, model.in_channels)
+    model.body.load_state_dict(human.body.state_dict())
+
+
 def copy_stem(source: nn.Module, target: nn.Module, in_channels: int) -> None:
     """Load ``source``'s stem into ``target`` (``in_channels`` wide), widening it if needed."""
     state = source.state_dict()
@@ -247,10 +257,7 @@ class HumanOrganNet(SegmentationModel):
             bn_momentum=human.bn_momentum,
             in_channels=human.in_channels if in_channels is None else in_channels,
         )
-        reference = next(human.parameters())
-        model.to(device=reference.device, dtype=reference.dtype)
-        copy_stem(human.stem, model.stem, model.in_channels)
-        model.body.load_state_dict(human.body.state_dict())
+        take_stem_and_body(human, model)
         return model
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
