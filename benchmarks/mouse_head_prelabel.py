@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " legacy squash of every slice to --size.",
     )
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--context-slices",
+        type=int,
+        default=0,
+        help="Neighbouring slices on each side as extra input channels (as `vetseg transfer"
+        " --context-slices`); 0: the patent's one-channel stem.",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -209,7 +216,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             steps_per_epoch=args.steps,
             extend=0,
             seed=args.seed,
-            preprocess=PreprocessConfig(window=settings.window, size=args.size, spacing=spacing),
+            preprocess=PreprocessConfig(
+                window=settings.window,
+                size=args.size,
+                spacing=spacing,
+                context_slices=args.context_slices,
+            ),
         )
         t0 = time.perf_counter()
         transfer(

@@ -35,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     heads = REPO.parent / "shared" / "data" / "mouse" / "heads"
     parser.add_argument("--head", type=Path, default=heads / "AKR_J_.nii.gz")
     parser.add_argument("--smooth", type=int, default=2)
+    parser.add_argument(
+        "--context-model",
+        type=Path,
+        help="A second mouse-head model trained with neighbouring slices as input channels "
+        "(`benchmarks/mouse_head_prelabel.py --context-slices 1`): its pre-label, each slice "
+        "alone, is a third row.",
+    )
     parser.add_argument("--width", type=int, default=800, help="PNG width in pixels.")
     parser.add_argument("--images", type=Path, default=REPO / "docs" / "images")
     results = REPO / "benchmarks" / "results" / "slice_consistency_preview.json"
@@ -54,18 +61,23 @@ def main(argv: list[str] | None = None) -> None:
     scan, meta = read_image(args.head)
     case = args.head.name.removesuffix(".nii.gz")
     pictures, figures, labels_by = [], {}, {}
-    for smooth in (0, args.smooth):
-        segmenter = Segmenter.load(
-            args.model, postprocess=PostprocessConfig(), smooth_slices=smooth
-        )
+    variants = [("smooth0", args.model, 0), (f"smooth{args.smooth}", args.model, args.smooth)]
+    if args.context_model is not None:
+        variants.append(("context", args.context_model, 0))
+    model_ids = {}
+    for key, model, smooth in variants:
+        segmenter = Segmenter.load(model, postprocess=PostprocessConfig(), smooth_slices=smooth)
         labels = segmenter.predict(scan, meta).labels
-        labels_by[smooth] = labels
+        labels_by[key] = labels
+        model_ids[key] = segmenter.info.model_id
         names = {i + 1: o for i, o in enumerate(segmenter.organs)}
         canonical = to_canonical(labels, meta, segmenter.info.preprocess.orientation)[0]
-        figures[f"smooth{smooth}"] = {
-            organ: neighbour_dice(canonical, i) for i, organ in names.items()
-        }
-        how = "each slice alone" if smooth == 0 else f"--smooth-slices {smooth}"
+        figures[key] = {organ: neighbour_dice(canonical, i) for i, organ in names.items()}
+        context = segmenter.info.preprocess.context_slices
+        if context:
+            how = f"{1 + 2 * context} slices as input channels"
+        else:
+            how = "each slice alone" if smooth == 0 else f"--smooth-slices {smooth}"
         title = f"{case}: REAL mouse head, pre-label, {how} (model from ONE template)"
         pictures.append(render_preview(scan, meta, labels, names, title=title))
     width = max(p.width for p in pictures)
@@ -80,17 +92,21 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(png) as tmp:
         # A 128-colour palette keeps the sheet small (grey CT and a few organ colours).
         sheet.quantize(colors=128).save(tmp, format="PNG", optimize=True)
-    changed = int(np.count_nonzero(labels_by[0] != labels_by[args.smooth]))
+    baseline = labels_by["smooth0"]
+    changed = {key: int(np.count_nonzero(baseline != labels)) for key, labels in labels_by.items()}
+    del changed["smooth0"]
     report = {
-        "what": "REAL mouse head pre-label without and with slice smoothing; neighbour-slice "
-        "Dice of each label map (no reference exists for a real head)",
+        "what": "REAL mouse head pre-label each slice alone, with slice smoothing and (if "
+        "given) by a model with neighbouring slices as input channels; neighbour-slice Dice of "
+        "each label map (no reference exists for a real head)",
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "head": args.head.name,
         "model": str(args.model),
-        "model_id": segmenter.info.model_id,
+        "context_model": str(args.context_model) if args.context_model else None,
+        "model_ids": model_ids,
         "neighbour_dice": figures,
         "voxels_changed": changed,
-        "voxels_labelled": int(np.count_nonzero(labels_by[0])),
+        "voxels_labelled": int(np.count_nonzero(baseline)),
         "preview": str(png.relative_to(REPO)) if png.is_relative_to(REPO) else str(png),
     }
     atomic_write_json(args.out, report)

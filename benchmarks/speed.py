@@ -329,17 +329,35 @@ def model_preprocess(args: argparse.Namespace) -> tuple[PreprocessConfig, dict[s
     if args.model_spacing is None:
         config = PreprocessConfig(size=args.size)
         return config, {"spacing_mm": None, "input": f"each slice resized to {args.size} px"}
-    config = PreprocessConfig(size=args.tile, spacing=args.model_spacing)
+    # What `vetseg transfer` records by default: the human model's intensity statistics (every
+    # model with a pixel spacing has fixed statistics; they also place the tiles on the body).
+    from vetseg.models.files import read_model_info
+
+    human = read_model_info(Path(__file__).resolve().parents[1] / "src/vetseg/assets/human_model")
+    config = PreprocessConfig(
+        size=args.tile, spacing=args.model_spacing, intensity=human.preprocess.intensity
+    )
     pixels = int(round(args.size * args.scan_spacing / args.model_spacing))
     per_axis = len(tile_starts(pixels, args.tile))
     return config, {
         "spacing_mm": args.model_spacing,
         "tile": args.tile,
+        "intensity": list(config.intensity or ()),
         "scan_spacing_mm": args.scan_spacing,
         "slice_on_model_grid_px": pixels,
-        "tiles_per_slice": per_axis**2,
+        "tiles_per_slice_whole_field": per_axis**2,
+        "tiles_per_slice_body_box": body_box_tiles(args, config),
         "tile_pixels_over_one_resized_slice": round(per_axis**2 * args.tile**2 / args.size**2, 2),
     }
+
+
+def body_box_tiles(args: argparse.Namespace, config: PreprocessConfig) -> float:
+    """Tiles per slice that inference runs on the synthetic scan (tiles over the body's box)."""
+    from vetseg.data.preprocess import body_level, plan_tiles, to_model_grid
+
+    scan = synthetic_scan(2, args.size).astype(np.float32)
+    image, _ = to_model_grid(scan, (args.scan_spacing, args.scan_spacing), config)
+    return len(plan_tiles(image, config.size, body_level(config))) / scan.shape[0]
 
 
 #: Runs ``vetseg`` in this interpreter and writes the process's peak RSS (VmHWM, per exec,

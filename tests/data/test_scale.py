@@ -10,12 +10,16 @@ import torch
 
 from vetseg.config import PreprocessConfig
 from vetseg.data.preprocess import (
+    BACKGROUND_LOGIT,
+    BODY_HU,
+    body_level,
     foreground_intensity,
     labels_to_model_grid,
     logits_to_native,
     model_grid,
     normalize_intensity,
     pad_value,
+    plan_tiles,
     tile_starts,
     tiled_logits,
     to_model_grid,
@@ -141,6 +145,74 @@ def test_tiled_identity_gives_the_image_back(shape: tuple[int, int]) -> None:
     assert out.shape == (3, 1, *shape)
     np.testing.assert_allclose(out[:, 0].numpy(), image, atol=1e-5)
     assert max(calls) <= 4
+
+
+def _body_slices(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """Two slices of air (-4) with a body (+1, a hollow ring: lungs inside) in ``box``."""
+    image = np.full((2, *shape), -4.0, dtype=np.float32)
+    y0, y1, x0, x1 = box
+    image[:, y0:y1, x0:x1] = 1.0
+    image[:, y0 + 3 : y1 - 3, x0 + 3 : x1 - 3] = -3.0  # "lungs": below the body level
+    return image
+
+
+def test_tiles_cover_the_body_box_only() -> None:
+    image = _body_slices((200, 300), (50, 90, 100, 170))  # a 40 x 70 body in a wide field
+    every = plan_tiles(image, 32, body=None)
+    boxed = plan_tiles(image, 32, body=0.0)
+    assert len(every) == 2 * len(tile_starts(200, 32)) * len(tile_starts(300, 32))
+    assert len(boxed) == 2 * len(tile_starts(40, 32)) * len(tile_starts(70, 32)) < len(every)
+    covered = np.zeros((2, 200, 300), dtype=bool)
+    for k, y, x in boxed:
+        covered[k, max(y, 0) : y + 32, max(x, 0) : x + 32] = True
+    assert covered[:, 50:90, 100:170].all()  # the body, its hollow inside included
+    # A slice with no body pixel gets one centred tile; an axis that fits a tile is not boxed.
+    air = np.full((1, 200, 300), -4.0, dtype=np.float32)
+    assert plan_tiles(air, 32, body=0.0) == [(0, (200 - 32) // 2, (300 - 32) // 2)]
+    narrow = _body_slices((30, 300), (5, 25, 100, 120))
+    assert {y for _, y, _ in plan_tiles(narrow, 32, body=0.0)} == set(tile_starts(30, 32))
+
+
+def test_air_outside_the_body_box_is_background_and_the_box_is_the_image() -> None:
+    image = _body_slices((200, 300), (50, 90, 100, 170))
+    calls = []
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return batch.copy()
+
+    out = tiled_logits(identity, image, 32, fill=-4.0, batch_size=4, body=0.0)[:, 0].numpy()
+    np.testing.assert_allclose(out[:, 50:90, 100:170], image[:, 50:90, 100:170], atol=1e-5)
+    assert (out[:, :20] == BACKGROUND_LOGIT).all() and (out[:, :, :60] == BACKGROUND_LOGIT).all()
+    assert sum(calls) == len(plan_tiles(image, 32, body=0.0))
+
+
+def test_boxed_tiles_do_not_move_with_the_field_of_view() -> None:
+    """A network whose output depends on where a pixel sits in its tile (as a real one does, a
+    little): padding the field with air must not change a single logit on the shared pixels,
+    because the tiles follow the body, not the field's edges."""
+    image = _body_slices((120, 150), (30, 100, 20, 90))
+    ramp = np.linspace(0.0, 1.0, 32, dtype=np.float32)
+
+    def positional(batch: np.ndarray) -> np.ndarray:
+        return batch + ramp[None, None, :, None] * ramp[None, None, None, :]
+
+    padded = np.full((2, 120 + 70, 150 + 45), -4.0, dtype=np.float32)
+    padded[:, 50:170, 15:165] = image
+    own = tiled_logits(positional, image, 32, -4.0, 8, body=0.0)
+    wide = tiled_logits(positional, padded, 32, -4.0, 8, body=0.0)
+    np.testing.assert_array_equal(wide[:, :, 50:170, 15:165].numpy(), own.numpy())
+    # Tiling the whole field (the old way) does move them: the check above can fail.
+    own_all = tiled_logits(positional, image, 32, -4.0, 8)
+    wide_all = tiled_logits(positional, padded, 32, -4.0, 8)
+    assert not torch.equal(wide_all[:, :, 50:170, 15:165], own_all)
+
+
+def test_body_level_is_minus_500_hu_in_model_intensity() -> None:
+    assert body_level(PHYSICAL) == pytest.approx((BODY_HU - 50.0) / 200.0)
+    narrow = dataclasses.replace(PHYSICAL, window=(-200.0, 300.0))
+    assert body_level(narrow) == pytest.approx((-200.0 + 5.0 - 50.0) / 200.0)
+    assert body_level(PreprocessConfig(size=32)) is None  # per-slice statistics: no fixed air
 
 
 def test_foreground_intensity_uses_organ_voxels_only() -> None:

@@ -490,12 +490,76 @@ def _tile_weight(size: int) -> torch.Tensor:
     return w.clamp_min(1e-3).float()
 
 
+#: HU above which a pixel counts as the body (or anything else in the scanner: table,
+#: bedding) when inference places its tiles: halfway between air (-1000) and water (0), far
+#: above the noise of air, below every tissue. Lungs (about -850) lie inside the body's box.
+BODY_HU = -500.0
+
+#: Logit of every organ where no tile was run (outside the body's box): probability ~1e-13.
+BACKGROUND_LOGIT = -30.0
+
+
+def body_level(preprocess: PreprocessConfig) -> float | None:
+    """The model intensity above which a pixel is body (:data:`BODY_HU`, kept at least 1% of
+    the window above its low end); None for a model without fixed intensity statistics (its
+    normalisation is per slice, so air has no fixed value): tiles then cover the whole slice."""
+    if preprocess.intensity is None:
+        return None
+    low, high = preprocess.window
+    level = max(BODY_HU, low + 0.01 * (high - low))
+    if level >= high:
+        return None
+    return float((level - preprocess.intensity[0]) / preprocess.intensity[1])
+
+
+def _box_starts(mask_1d: np.ndarray, size: int) -> list[int]:
+    """Tile starts covering the span of ``mask_1d``'s true entries (one tile centred on it
+    when the span is shorter than a tile; a centred tile when there is none). An axis no
+    longer than a tile gets its usual single tile."""
+    if mask_1d.shape[0] <= size:
+        return tile_starts(mask_1d.shape[0], size)
+    hits = np.flatnonzero(mask_1d)
+    if hits.size == 0:
+        return [-((size - mask_1d.shape[0]) // 2)]
+    first, last = int(hits[0]), int(hits[-1])
+    return [first + s for s in tile_starts(last - first + 1, size)]
+
+
+def plan_tiles(
+    image: np.ndarray, size: int, body: float | None = None
+) -> list[tuple[int, int, int]]:
+    """``(slice, y, x)`` of every ``size`` tile :func:`tiled_logits` runs on ``image``
+    (``[z, H, W]`` or ``[z, k, H, W]``; starts may be negative or run past the slice: the
+    canvas is padded there).
+
+    ``body`` None: every slice is covered whole (:func:`tile_starts`). Otherwise tiles cover
+    only each slice's body box, the rows and columns holding a pixel above ``body`` in any
+    channel (:func:`body_level`); the rest of the slice is air and is labelled background
+    without running the network. A slice with no body pixel gets one centred tile. The tiles
+    sit where the body is, not where the field of view ends, so a scan padded with air or
+    cropped around the body is tiled alike.
+    """
+    if image.ndim == 3:
+        image = image[:, None]
+    z, _, height, width = image.shape
+    if body is None:
+        ys, xs = tile_starts(height, size), tile_starts(width, size)
+        return [(k, y, x) for k in range(z) for y in ys for x in xs]
+    tiles = []
+    for k in range(z):
+        mask = (image[k] > body).any(axis=0)
+        ys, xs = _box_starts(mask.any(axis=1), size), _box_starts(mask.any(axis=0), size)
+        tiles.extend((k, y, x) for y in ys for x in xs)
+    return tiles
+
+
 def tiled_logits(
     run: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
     size: int,
     fill: float,
     batch_size: int,
+    body: float | None = None,
 ) -> torch.Tensor:
     """Logits of model-grid slices of any size through a network that takes ``size`` tiles.
 
@@ -507,6 +571,9 @@ def tiled_logits(
         size: the network's tile size.
         fill: the model intensity of padding (:func:`pad_value`).
         batch_size: tiles per call of ``run``.
+        body: the model intensity of the body threshold (:func:`body_level`): tiles cover
+            only the body's box of each slice (:func:`plan_tiles`) and the pixels no tile
+            covers get :data:`BACKGROUND_LOGIT`. None: every pixel is covered.
 
     Returns:
         float32 ``[z, c, H, W]``: where tiles overlap, their logits are averaged with a
@@ -515,8 +582,7 @@ def tiled_logits(
     if image.ndim == 3:
         image = image[:, None]
     z, channels, height, width = image.shape
-    ys, xs = tile_starts(height, size), tile_starts(width, size)
-    if len(ys) == len(xs) == 1 and height == width == size:
+    if body is None and height == width == size:
         chunks = [
             torch.from_numpy(
                 np.asarray(
@@ -527,18 +593,19 @@ def tiled_logits(
             for s in range(0, z, batch_size)
         ]
         return torch.cat(chunks, dim=0)
-    top, left = min(0, ys[0]), min(0, xs[0])
-    padded_h = max(height, ys[-1] + size) - top
-    padded_w = max(width, xs[-1] + size) - left
+    tiles = plan_tiles(image, size, body)
+    top = min(0, min(y for _, y, _ in tiles))
+    left = min(0, min(x for _, _, x in tiles))
+    padded_h = max(height, max(y for _, y, _ in tiles) + size) - top
+    padded_w = max(width, max(x for _, _, x in tiles) + size) - left
     canvas = np.full((z, channels, padded_h, padded_w), fill, dtype=np.float32)
     canvas[:, :, -top : -top + height, -left : -left + width] = image
-    tiles = [(k, y - top, x - left) for k in range(z) for y in ys for x in xs]
+    tiles = [(k, y - top, x - left) for k, y, x in tiles]
     weight = _tile_weight(size)
     total: torch.Tensor | None = None
-    norm = torch.zeros((padded_h, padded_w), dtype=torch.float32)
-    for y in ys:
-        for x in xs:
-            norm[y - top : y - top + size, x - left : x - left + size] += weight
+    norm = torch.zeros((z, 1, padded_h, padded_w), dtype=torch.float32)
+    for k, y, x in tiles:
+        norm[k, 0, y : y + size, x : x + size] += weight
     for start in range(0, len(tiles), batch_size):
         part = tiles[start : start + batch_size]
         batch = np.stack([canvas[k, :, y : y + size, x : x + size] for k, y, x in part])
@@ -547,8 +614,9 @@ def tiled_logits(
             total = torch.zeros((z, logits.shape[1], padded_h, padded_w), dtype=torch.float32)
         for (k, y, x), tile in zip(part, logits, strict=True):
             total[k, :, y : y + size, x : x + size] += tile * weight
-    assert total is not None  # z >= 1 and at least one tile
-    total /= norm
+    assert total is not None  # z >= 1 and at least one tile per slice
+    covered = norm > 0
+    total = torch.where(covered, total / norm.clamp_min(1e-12), BACKGROUND_LOGIT)
     return total[:, :, -top : -top + height, -left : -left + width].contiguous()
 
 

@@ -254,9 +254,10 @@ class Segmenter:
         frees its working memory after this batch (a scan's last).
         """
         from vetseg.data.preprocess import (
+            body_level,
             logits_to_native,
             pad_value,
-            tile_starts,
+            plan_tiles,
             tiled_logits,
             to_model_grid,
         )
@@ -266,9 +267,8 @@ class Segmenter:
         if pre.context_slices:
             image = stack_context(image, pre.context_slices)
         pending = [0]
-        height, width = image.shape[-2:]
-        n_tiles = len(tile_starts(height, pre.size)) * len(tile_starts(width, pre.size))
-        n_tiles *= image.shape[0]
+        body = body_level(pre)
+        n_tiles = len(plan_tiles(image, pre.size, body))
 
         def run(batch: np.ndarray) -> np.ndarray:
             pending[0] += batch.shape[0]
@@ -276,7 +276,7 @@ class Segmenter:
             raw = self.engine(batch, release=True) if last else self.engine(batch)
             return np.asarray(raw, dtype=np.float32)
 
-        logits = tiled_logits(run, image, pre.size, pad_value(pre), self.batch_size)
+        logits = tiled_logits(run, image, pre.size, pad_value(pre), self.batch_size, body)
         # Logits, not masks, go back, so borders are decided at the scan's resolution.
         return logits_to_native(logits, grid)
 

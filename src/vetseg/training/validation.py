@@ -35,6 +35,7 @@ class ValidationCase:
     labels: torch.Tensor
     size: int = 0
     fill: float = 0.0
+    body: float | None = None
 
 
 def make_validation_cases(
@@ -47,6 +48,7 @@ def make_validation_cases(
     """
     from vetseg.data.context import neighbour_indices
     from vetseg.data.preprocess import (
+        body_level,
         inplane_offset,
         inplane_spacing,
         labels_to_model_grid,
@@ -81,6 +83,7 @@ def make_validation_cases(
                 torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64)),
                 size=preprocess.size,
                 fill=pad_value(preprocess),
+                body=body_level(preprocess),
             )
         )
     return out
@@ -108,7 +111,7 @@ def validation_dice(
         size = case.size or case.images.shape[-1]
         for start in range(0, case.images.shape[0], batch_size):
             images = case.images[start : start + batch_size].numpy()
-            logits = tiled_logits(run, images, size, case.fill, batch_size)
+            logits = tiled_logits(run, images, size, case.fill, batch_size, case.body)
             target = case.labels[start : start + batch_size].unsqueeze(1) == organ_ids
             acc.update(logits > 0, target)
         rows.append(acc.dice())
@@ -135,7 +138,7 @@ def cached_validation_cases(
     """:func:`make_validation_cases` of cached cases (:class:`~vetseg.data.cache.SliceCache`):
     the same strided slices with the same values, without decoding a scan."""
     from vetseg.data.context import neighbour_indices
-    from vetseg.data.preprocess import apply_intensity, pad_value
+    from vetseg.data.preprocess import apply_intensity, body_level, pad_value
 
     total = sum(cache.cases[cid].slices for cid in case_ids)
     stride = 1 if max_slices is None else max(1, math.ceil(total / max_slices))
@@ -154,6 +157,7 @@ def cached_validation_cases(
                 torch.from_numpy(labels.astype(np.int64)),
                 size=preprocess.size,
                 fill=pad_value(preprocess),
+                body=body_level(preprocess),
             )
         )
     return out

@@ -105,10 +105,17 @@ def uncertainty_score(
     import torch
 
     from vetseg.data.context import context_indices, stack_context
-    from vetseg.data.preprocess import logits_to_native, pad_value, tiled_logits, to_model_grid
+    from vetseg.data.preprocess import (
+        body_level,
+        logits_to_native,
+        pad_value,
+        tiled_logits,
+        to_model_grid,
+    )
 
     low, high = preprocess.window
-    body_level = low + BODY_FRACTION * (high - low)
+    body_hu = low + BODY_FRACTION * (high - low)
+    body_model = body_level(preprocess)
     entropy_sum = 0.0
     body_voxels = 0
     model.eval()
@@ -127,9 +134,10 @@ def uncertainty_score(
                 with_neighbours.astype(np.float32), spacing_yx, preprocess, offset_yx
             )
             image = stack_context(image, context)
-            logits = tiled_logits(run, image, preprocess.size, pad_value(preprocess), batch_size)
+            fill = pad_value(preprocess)
+            logits = tiled_logits(run, image, preprocess.size, fill, batch_size, body_model)
             logits = logits_to_native(logits, grid)
-            body = torch.from_numpy(chunk > body_level)
+            body = torch.from_numpy(chunk > body_hu)
             probs = torch.sigmoid(logits.double()).clamp(1e-7, 1 - 1e-7)
             entropy = -(probs * torch.log2(probs) + (1 - probs) * torch.log2(1 - probs))
             entropy_sum += float(entropy.sum(dim=1)[body].sum())
