@@ -113,6 +113,12 @@ def main() -> None:
         "--dest", type=Path, default=ROOT / "src" / "vetseg" / "assets" / "human_model"
     )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "human_model_real.json",
+        help="Where the held-out real figures go (an experiment writes elsewhere).",
+    )
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is missing: this recipe trains on real CT.")
@@ -189,7 +195,7 @@ def main() -> None:
         train_seconds = time.time() - started
         ship(model, args.dest, work, train_seconds, args)
     held_out = write_held_out(work / "held_out_dicom_series")
-    result_file = ROOT / "benchmarks" / "results" / "human_model_real.json"
+    result_file = args.results
     run([*VETSEG, "evaluate", str(args.dest), str(held_out), "--json", str(work / "held_out.json")])
     result = json.loads((work / "held_out.json").read_text())
     result["command"] = "python benchmarks/make_human_model.py " + " ".join(sys.argv[1:])
