@@ -26,9 +26,59 @@ from pathlib import Path
 import numpy as np
 
 
-def main(argv: list[str] | None = None) -> None:
+def write_hu_offset_dataset(
+    source: Path,
+    out: Path,
+    val: set[str],
+    global_hu: float = 60.0,
+    organ_hu: float = 30.0,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Write the copy (see the module docstring); returns the offsets drawn per case."""
     from vetseg.io.image import read_image, read_label, write_image
 
+    if out.exists():
+        raise SystemExit(f"{out} exists: choose a new folder.")
+    dataset = json.loads((source / "dataset.json").read_text())
+    (out / "imagesTr").mkdir(parents=True)
+    (out / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    offsets: dict[str, dict] = {}
+    for entry in dataset["training"]:
+        case = Path(entry["label"]).name.removesuffix(".nii.gz")
+        image_src = source / entry["image"]
+        label_src = source / entry["label"]
+        shutil.copy(label_src, out / "labelsTr" / label_src.name)
+        if case in val:
+            shutil.copy(image_src, out / "imagesTr" / image_src.name)
+            continue
+        image, meta = read_image(image_src)
+        labels, _ = read_label(label_src, reference=meta, reference_shape=image.shape)
+        soft = (image > -200) & (image < 300)
+        shifted = image.astype(np.float32)
+        shift = float(rng.uniform(-global_hu, global_hu))
+        shifted[soft] += shift
+        organ_shifts = {}
+        for organ_id in np.unique(labels):
+            if organ_id == 0:
+                continue
+            extra = float(rng.uniform(-organ_hu, organ_hu))
+            shifted[soft & (labels == organ_id)] += extra
+            organ_shifts[int(organ_id)] = round(extra, 1)
+        offsets[case] = {"global": round(shift, 1), "organs": organ_shifts}
+        pixels = np.clip(np.rint(shifted), -1024, 3071).astype(np.int16)
+        write_image(pixels, meta, out / "imagesTr" / image_src.name)
+        print(case, offsets[case]["global"], flush=True)
+    dataset["description"] += (
+        f" HU-offset copy (benchmarks/hu_offset_data.py): training cases' soft tissue shifted by"
+        f" +-{global_hu} HU per case and +-{organ_hu} HU per organ; validation cases unchanged."
+    )
+    dataset["hu_offsets"] = offsets
+    (out / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    return offsets
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("out", type=Path)
@@ -37,46 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--organ-hu", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.out.exists():
-        raise SystemExit(f"{args.out} exists: choose a new folder.")
-    dataset = json.loads((args.source / "dataset.json").read_text())
     val = set(json.loads(args.splits.read_text())["val"])
-    (args.out / "imagesTr").mkdir(parents=True)
-    (args.out / "labelsTr").mkdir()
-    rng = np.random.default_rng(args.seed)
-    offsets = {}
-    for entry in dataset["training"]:
-        case = Path(entry["label"]).name.removesuffix(".nii.gz")
-        image_src = args.source / entry["image"]
-        label_src = args.source / entry["label"]
-        shutil.copy(label_src, args.out / "labelsTr" / label_src.name)
-        if case in val:
-            shutil.copy(image_src, args.out / "imagesTr" / image_src.name)
-            continue
-        image, meta = read_image(image_src)
-        labels, _ = read_label(label_src, reference=meta, reference_shape=image.shape)
-        soft = (image > -200) & (image < 300)
-        shifted = image.astype(np.float32)
-        shift = float(rng.uniform(-args.global_hu, args.global_hu))
-        shifted[soft] += shift
-        organ_shifts = {}
-        for organ_id in np.unique(labels):
-            if organ_id == 0:
-                continue
-            extra = float(rng.uniform(-args.organ_hu, args.organ_hu))
-            shifted[soft & (labels == organ_id)] += extra
-            organ_shifts[int(organ_id)] = round(extra, 1)
-        offsets[case] = {"global": round(shift, 1), "organs": organ_shifts}
-        out = np.clip(np.rint(shifted), -1024, 3071).astype(np.int16)
-        write_image(out, meta, args.out / "imagesTr" / image_src.name)
-        print(case, offsets[case]["global"], flush=True)
-    dataset["description"] += (
-        f" HU-offset copy (benchmarks/hu_offset_data.py): training cases' soft tissue shifted by"
-        f" +-{args.global_hu} HU per case and +-{args.organ_hu} HU per organ; validation cases"
-        " unchanged."
-    )
-    dataset["hu_offsets"] = offsets
-    (args.out / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    write_hu_offset_dataset(args.source, args.out, val, args.global_hu, args.organ_hu, args.seed)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,16 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
    organs) written ``--real-copies`` times, so that about a tenth of the slices drawn are real.
 2. ``WORK/model/train/splits.json`` is written first: every real copy in train, validation on
    phantoms only (the one real scan cannot also be a fair validation case).
-3. ``vetseg train-human WORK/data --out WORK/model`` at 1.5 mm pixels in 128 px tiles.
-4. The selected epoch is saved in half precision to ``src/vetseg/assets/human_model`` with its
+3. ``WORK/data_hu`` (``--hu-offset 60 30``, the default): a copy in which every TRAINING case's
+   soft tissue (-200..300 HU) is shifted by up to +-60 HU and each organ by up to +-30 HU more
+   (``benchmarks/hu_offset_data.py``; validation cases unchanged; each real copy gets its own
+   offsets), because the model trained on the data as drawn told organs apart by absolute HU
+   (``benchmarks/hu_shift.py``: a -50 HU shift turned a real liver into bladder).
+   ``--hu-offset 0 0`` trains on ``WORK/data`` as drawn.
+4. ``vetseg train-human WORK/data_hu --out WORK/model`` at 1.5 mm pixels in 128 px tiles.
+5. The selected epoch is saved in half precision to ``src/vetseg/assets/human_model`` with its
    log and MADE_BY.txt.
-5. Held-out real check: the real DICOM series ``totalseg_example/dicom_series`` (another
+6. Held-out real check: the real DICOM series ``totalseg_example/dicom_series`` (another
    patient, another scanner set-up, never trained on) is evaluated with ``vetseg evaluate``;
    figures go to ``benchmarks/results/human_model_real.json``.
 
@@ -112,6 +118,16 @@ def main() -> None:
     parser.add_argument(
         "--dest", type=Path, default=ROOT / "src" / "vetseg" / "assets" / "human_model"
     )
+    parser.add_argument(
+        "--hu-offset",
+        type=float,
+        nargs=2,
+        default=(60.0, 30.0),
+        metavar=("GLOBAL", "ORGAN"),
+        help="Shift every training case's soft tissue by up to +-GLOBAL HU and each organ by up"
+        " to +-ORGAN HU more (benchmarks/hu_offset_data.py), so that organs are told apart by"
+        " shape and context, not by absolute HU; 0 0: train on the data as drawn.",
+    )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
     parser.add_argument(
         "--results",
@@ -158,6 +174,15 @@ def main() -> None:
         train = sorted(set(phantoms) - set(val)) + real
         splits_file.parent.mkdir(parents=True, exist_ok=True)
         splits_file.write_text(json.dumps({"train": train, "val": val, "test": []}, indent=1))
+    train_data = data
+    if any(args.hu_offset):
+        from hu_offset_data import write_hu_offset_dataset
+
+        train_data = work / "data_hu"
+        if not (train_data / "dataset.json").is_file():
+            val = set(json.loads(splits_file.read_text())["val"])
+            shutil.rmtree(train_data, ignore_errors=True)
+            write_hu_offset_dataset(data, train_data, val, *args.hu_offset, seed=0)
     if not args.skip_train:
         from vetseg.labels import HUMAN_ORGANS
 
@@ -165,7 +190,7 @@ def main() -> None:
             [
                 *VETSEG,
                 "train-human",
-                str(data),
+                str(train_data),
                 "--out",
                 str(model),
                 "--spacing",
@@ -242,7 +267,9 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f"Data: {args.phantoms} wide-variety SYNTHETIC human phantoms (vetseg phantoms --variety"
         " wide --seed 100) plus one REAL CT (TotalSegmentator example, 3 mm, labels from"
         f" TotalSegmentator) written {args.real_copies} times; validation on"
-        f" {args.val_phantoms} phantoms.\n"
+        f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"
+        f" +-{args.hu_offset[0]:g} HU per case and +-{args.hu_offset[1]:g} HU per organ"
+        " (benchmarks/hu_offset_data.py; 0 0: none).\n"
         f"Scale: {info.preprocess.spacing} mm pixels, {info.preprocess.size} px tiles;"
         f" intensity statistics {info.preprocess.intensity}.\n"
         f"Training: {args.epochs} epochs x {args.steps} steps of {args.batch_size} tiles, Adam"
