@@ -69,7 +69,7 @@ def write_hu_offset_dataset(
         pixels = np.clip(np.rint(shifted), -1024, 3071).astype(np.int16)
         write_image(pixels, meta, out / "imagesTr" / image_src.name)
         print(case, offsets[case]["global"], flush=True)
-    dataset["description"] += (
+    dataset["description"] = dataset.get("description", "") + (
         f" HU-offset copy (benchmarks/hu_offset_data.py): training cases' soft tissue shifted by"
         f" +-{global_hu} HU per case and +-{organ_hu} HU per organ; validation cases unchanged."
     )
