@@ -53,8 +53,12 @@ def run(cmd: list[str], log: Path | None = None) -> None:
         subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def write_real_cases(data: Path, copies: int) -> list[str]:
-    """Add the real TotalSegmentator example (labels in vetseg's human ids) to the dataset."""
+def write_real_cases(data: Path, copies: int, phases: bool = False) -> list[str]:
+    """Add the real TotalSegmentator example (labels in vetseg's human ids) to the dataset.
+
+    With ``phases``, each copy is a contrast-phase variant of the (non-contrast) scan
+    (:func:`vetseg.data.phases.phase_variant`; phases in the phantoms' proportions, bolus
+    0.8-1.2, seed = copy number) instead of an identical copy."""
     from vetseg.io.image import read_image, read_label, write_image
     from vetseg.labels import HUMAN_ORGANS, TOTALSEG_V2, remap_labels, totalseg_mapping
 
@@ -68,9 +72,26 @@ def write_real_cases(data: Path, copies: int) -> list[str]:
             raise SystemExit(f"labels.json id {key} is {name}, not {TOTALSEG_V2[int(key)]}")
     labels = remap_labels(raw.astype(np.int64), mapping, HUMAN_ORGANS, strict=False)
     ids = []
+    drawn = {}
     for k in range(copies):
         case = f"real_totalseg_{k:02d}"
-        write_image(image, meta, data / "imagesTr" / f"{case}_0000.nii.gz")
+        pixels = image
+        if phases:
+            from vetseg.data.phantoms.variety import _PHASE_WEIGHTS
+            from vetseg.data.phases import phase_variant
+
+            rng = np.random.default_rng(k)
+            # Systematic sampling of the phantoms' phase weights: ten copies are 2 non-contrast,
+            # 2 arterial, 5 portal venous, 1 delayed (rounding at the borders).
+            share = np.cumsum(list(_PHASE_WEIGHTS.values()))
+            share /= share[-1]
+            phase = list(_PHASE_WEIGHTS)[int(np.searchsorted(share, (k + 0.5) / copies, "right"))]
+            bolus = float(rng.uniform(0.8, 1.2))
+            structures = {int(key): name for key, name in names.items()}
+            pixels, gain = phase_variant(image, raw, structures, phase, rng, bolus)
+            drawn[case] = {"phase": phase, "bolus": round(bolus, 3), "gain_hu": gain}
+            print(case, phase, f"bolus {bolus:.2f}", flush=True)
+        write_image(pixels, meta, data / "imagesTr" / f"{case}_0000.nii.gz")
         write_image(labels.astype(np.uint8), meta, data / "labelsTr" / f"{case}.nii.gz")
         ids.append(case)
     dataset = json.loads((data / "dataset.json").read_text())
@@ -81,8 +102,11 @@ def write_real_cases(data: Path, copies: int) -> list[str]:
     dataset["description"] += (
         f" Plus {copies} copies of one REAL CT (TotalSegmentator example, Apache-2.0; labels are"
         " TotalSegmentator outputs) as cases real_totalseg_*."
+        + (" Each copy is a contrast-phase variant (vetseg.data.phases)." if phases else "")
     )
     dataset["real_cases"] = ids
+    if phases:
+        dataset["real_phases"] = drawn
     (data / "dataset.json").write_text(json.dumps(dataset, indent=1))
     return ids
 
@@ -130,6 +154,12 @@ def main() -> None:
         " shape and context, not by absolute HU; 0 0 (the default, the shipped model): train on"
         " the data as drawn. 60 30 was tried: results/hu_offset_experiment.json.",
     )
+    parser.add_argument(
+        "--real-phases",
+        action="store_true",
+        help="Write each real copy as a contrast-phase variant of the non-contrast real CT"
+        " (vetseg.data.phases.phase_variant) instead of ten identical non-contrast copies.",
+    )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
     parser.add_argument(
         "--results",
@@ -162,7 +192,7 @@ def main() -> None:
                 "2",
             ]
         )
-        write_real_cases(data, args.real_copies)
+        write_real_cases(data, args.real_copies, args.real_phases)
     dataset = json.loads((data / "dataset.json").read_text())
     real = list(dataset["real_cases"])
     phantoms = sorted(
