@@ -160,6 +160,15 @@ def main() -> None:
         help="Write each real copy as a contrast-phase variant of the non-contrast real CT"
         " (vetseg.data.phases.phase_variant) instead of ten identical non-contrast copies.",
     )
+    parser.add_argument(
+        "--flip",
+        type=float,
+        default=None,
+        metavar="P",
+        help="Probability of each of the left-right and the front-back flip (DESIGN's range"
+        " 0.1-0.3; default: the method's 0.2). A flip shows the model mirrored anatomy (a liver"
+        " on the left), so fewer flips keep more of the organs' side.",
+    )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
     parser.add_argument(
         "--results",
@@ -218,6 +227,12 @@ def main() -> None:
     if not args.skip_train:
         from vetseg.labels import HUMAN_ORGANS
 
+        config = []
+        if args.flip is not None:
+            settings = {"augment": {"horizontal_flip": args.flip, "vertical_flip": args.flip}}
+            (work / "augment.json").write_text(json.dumps(settings, indent=1))
+            config = ["--config", str(work / "augment.json")]
+
         run(
             [
                 *VETSEG,
@@ -246,6 +261,7 @@ def main() -> None:
                 "--resume",
                 "--val-slices",
                 str(args.val_slices),
+                *config,
             ],
             log=work / "train.log",
         )
@@ -301,7 +317,14 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f" TotalSegmentator) written {args.real_copies} times; validation on"
         f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"
         f" +-{args.hu_offset[0]:g} HU per case and +-{args.hu_offset[1]:g} HU per organ"
-        " (benchmarks/hu_offset_data.py; 0 0: none).\n"
+        " (benchmarks/hu_offset_data.py; 0 0: none)."
+        + (
+            " Real copies as contrast-phase variants (vetseg.data.phases)."
+            if args.real_phases
+            else ""
+        )
+        + (f" Flips p={args.flip:g} each." if args.flip is not None else "")
+        + "\n"
         f"Scale: {info.preprocess.spacing} mm pixels, {info.preprocess.size} px tiles;"
         f" intensity statistics {info.preprocess.intensity}.\n"
         f"Training: {args.epochs} epochs x {args.steps} steps of {args.batch_size} tiles, Adam"
