@@ -161,13 +161,11 @@ def main() -> None:
         " (vetseg.data.phases.phase_variant) instead of ten identical non-contrast copies.",
     )
     parser.add_argument(
-        "--flip",
-        type=float,
-        default=None,
-        metavar="P",
-        help="Probability of each of the left-right and the front-back flip (DESIGN's range"
-        " 0.1-0.3; default: the method's 0.2). A flip shows the model mirrored anatomy (a liver"
-        " on the left), so fewer flips keep more of the organs' side.",
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the network's initialisation, sampling and augmentation (the shipped model:"
+        " 0); the phantoms and the split do not change with it.",
     )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
     parser.add_argument(
@@ -227,12 +225,6 @@ def main() -> None:
     if not args.skip_train:
         from vetseg.labels import HUMAN_ORGANS
 
-        config = []
-        if args.flip is not None:
-            settings = {"augment": {"horizontal_flip": args.flip, "vertical_flip": args.flip}}
-            (work / "augment.json").write_text(json.dumps(settings, indent=1))
-            config = ["--config", str(work / "augment.json")]
-
         run(
             [
                 *VETSEG,
@@ -255,13 +247,12 @@ def main() -> None:
                 "--extend",
                 "0",
                 "--seed",
-                "0",
+                str(args.seed),
                 "--organs",
                 ",".join(HUMAN_ORGANS),
                 "--resume",
                 "--val-slices",
                 str(args.val_slices),
-                *config,
             ],
             log=work / "train.log",
         )
@@ -323,7 +314,6 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
             if args.real_phases
             else ""
         )
-        + (f" Flips p={args.flip:g} each." if args.flip is not None else "")
         + "\n"
         f"Scale: {info.preprocess.spacing} mm pixels, {info.preprocess.size} px tiles;"
         f" intensity statistics {info.preprocess.intensity}.\n"
