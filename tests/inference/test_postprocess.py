@@ -169,3 +169,37 @@ def test_rules_round_trip_through_json_and_reject_nonsense() -> None:
         PostprocessConfig.from_json({"rules": {"liver": {"largest": 1}}})
     with pytest.raises(InputError):
         OrganRule(min_volume_ml=-1.0)
+
+
+def test_also_keep_parts_of_at_least_a_share_of_the_largest() -> None:
+    mask = blobs()  # 27, 8 and 1 voxels
+    mask[1:4, 7:10, 1:3] = True  # a fourth part of 18 voxels: two thirds of the largest
+    rule = OrganRule(keep_largest=1, fill_holes=False, also_keep_ratio=0.5)
+    out = clean_mask(mask, rule, voxel_ml=0.001)
+    assert out.sum() == 27 + 18  # the 8- and 1-voxel parts are under half of 27
+    assert out[2, 8, 1] and not out[8, 8, 8]
+    only_largest = clean_mask(mask, OrganRule(keep_largest=1, fill_holes=False), voxel_ml=0.001)
+    assert only_largest.sum() == 27
+
+
+def test_default_rules_keep_a_spleen_in_two_big_pieces_but_one_liver_part() -> None:
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[1:4, 1:4, 1:4] = 2  # spleen, 27 voxels...
+    labels[7:10, 7:10, 8:10] = 2  # ...and a second piece of 18
+    labels[7:9, 1:3, 1:3] = 2  # a spleen speck of 8: dropped
+    labels[1:4, 7:10, 5:8] = 1  # liver, 27 voxels
+    labels[8:10, 1:3, 6:8] = 1  # a liver part of 8: dropped
+    out = postprocess_labels(labels, ("liver", "spleen"), (1.0,) * 3, PostprocessConfig())
+    assert (out == 2).sum() == 27 + 18
+    assert (out == 1).sum() == 27
+
+
+def test_also_keep_ratio_round_trips_and_is_checked() -> None:
+    config = PostprocessConfig.from_json({"rules": {"spleen": {"also_keep_ratio": 0.25}}})
+    assert config.rule_for("spleen").also_keep_ratio == 0.25
+    assert PostprocessConfig.from_json(config.to_json()) == config
+    # A rule file written before the field existed keeps only the largest part.
+    old = PostprocessConfig.from_json({"rules": {"spleen": {"keep_largest": 1}}})
+    assert old.rule_for("spleen").also_keep_ratio == 0.0
+    with pytest.raises(InputError, match="also_keep_ratio"):
+        OrganRule(also_keep_ratio=1.5)

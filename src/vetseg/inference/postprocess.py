@@ -6,6 +6,13 @@ The rules here are what a radiologist expects of an organ:
 
 - ``keep_largest``: keep the N largest connected components (1 for the liver, 2 for the lungs,
   which come in two parts; ``None`` keeps every part, for the skeleton);
+- ``also_keep_ratio``: also keep any further component at least this share of the largest
+  one's size. A soft-tissue organ keeps parts of half the largest's size or more: on real CT a
+  2D model often predicts a large organ in big pieces (a spleen in 86 ml and 43 ml parts), and
+  keeping only the largest threw the rest away (measured over six human models on the labelled
+  real series, ``benchmarks/results/postprocess_ratio.json``: spleen 0.244 -> 0.295 mean Dice,
+  pancreas 0.000 -> 0.042, liver unchanged; on their validation phantoms 0.856 -> 0.858 mean,
+  pancreas +0.020, gallbladder -0.004);
 - ``min_volume_ml``: drop components smaller than this volume (physical, from the voxel
   spacing, so the same rule holds for a 0.1 mm mouse scan and a 3 mm human scan);
 - ``fill_holes``: fill background cavities that the organ encloses completely in 3D (a kidney's
@@ -37,11 +44,14 @@ class OrganRule:
         keep_largest: keep this many of the largest connected components (None: keep all).
         min_volume_ml: drop components smaller than this many millilitres (0: keep any size).
         fill_holes: fill background cavities enclosed by the organ in 3D.
+        also_keep_ratio: with ``keep_largest``, also keep every other component at least this
+            share (0-1) of the largest component's size (0: only the ``keep_largest``).
     """
 
     keep_largest: int | None = 1
     min_volume_ml: float = 0.0
     fill_holes: bool = True
+    also_keep_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.keep_largest is not None and self.keep_largest < 1:
@@ -50,6 +60,10 @@ class OrganRule:
             )
         if not (self.min_volume_ml >= 0 and math.isfinite(self.min_volume_ml)):
             raise InputError(f"min_volume_ml must be a volume >= 0, got {self.min_volume_ml}.")
+        if not 0.0 <= self.also_keep_ratio <= 1.0:
+            raise InputError(
+                f"also_keep_ratio must lie between 0 and 1, got {self.also_keep_ratio}."
+            )
 
     @property
     def is_noop(self) -> bool:
@@ -60,23 +74,26 @@ class OrganRule:
 #: A rule that leaves the organ as predicted.
 KEEP_AS_IS = OrganRule(keep_largest=None, min_volume_ml=0.0, fill_holes=False)
 
+#: Soft-tissue organs also keep parts of at least half the largest part's size (module docstring).
+HALF = 0.5
+
 #: Rules for the organs vetseg knows. Paired organs with one label (lungs, kidneys of Digimouse)
 #: keep their two parts; the skeleton keeps every bone but not specks.
 DEFAULT_RULES: dict[str, OrganRule] = {
-    "liver": OrganRule(keep_largest=1),
-    "spleen": OrganRule(keep_largest=1),
-    "kidney_left": OrganRule(keep_largest=1),
-    "kidney_right": OrganRule(keep_largest=1),
+    "liver": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "spleen": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "kidney_left": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "kidney_right": OrganRule(keep_largest=1, also_keep_ratio=HALF),
     "kidneys": OrganRule(keep_largest=2),
     "lungs": OrganRule(keep_largest=2),
     "lung_left": OrganRule(keep_largest=1),
     "lung_right": OrganRule(keep_largest=1),
-    "heart": OrganRule(keep_largest=1),
-    "stomach": OrganRule(keep_largest=1),
-    "pancreas": OrganRule(keep_largest=1),
-    "bladder": OrganRule(keep_largest=1),
-    "urinary_bladder": OrganRule(keep_largest=1),
-    "gallbladder": OrganRule(keep_largest=1),
+    "heart": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "stomach": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "pancreas": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "bladder": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "urinary_bladder": OrganRule(keep_largest=1, also_keep_ratio=HALF),
+    "gallbladder": OrganRule(keep_largest=1, also_keep_ratio=HALF),
     "brain": OrganRule(keep_largest=1),
     "bone": OrganRule(keep_largest=None, min_volume_ml=0.0, fill_holes=False),
     "skeleton": OrganRule(keep_largest=None, min_volume_ml=0.0, fill_holes=False),
@@ -145,13 +162,14 @@ def _rule_to_json(rule: OrganRule) -> dict[str, Any]:
         "keep_largest": rule.keep_largest,
         "min_volume_ml": rule.min_volume_ml,
         "fill_holes": rule.fill_holes,
+        "also_keep_ratio": rule.also_keep_ratio,
     }
 
 
 def _rule_from_json(data: Any) -> OrganRule:
     if not isinstance(data, Mapping):
         raise InputError(f"a post-processing rule must be a JSON object, got {data!r}.")
-    unknown = sorted(set(data) - {"keep_largest", "min_volume_ml", "fill_holes"})
+    unknown = sorted(set(data) - {"keep_largest", "min_volume_ml", "fill_holes", "also_keep_ratio"})
     if unknown:
         raise InputError(f"unknown post-processing rule field(s): {', '.join(unknown)}.")
     keep = data.get("keep_largest", 1)
@@ -159,6 +177,7 @@ def _rule_from_json(data: Any) -> OrganRule:
         keep_largest=None if keep is None else int(keep),
         min_volume_ml=float(data.get("min_volume_ml", 0.0)),
         fill_holes=bool(data.get("fill_holes", True)),
+        also_keep_ratio=float(data.get("also_keep_ratio", 0.0)),
     )
 
 
@@ -195,6 +214,8 @@ def clean_mask(mask: np.ndarray, rule: OrganRule, voxel_ml: float) -> np.ndarray
             order = np.argsort(-sizes, kind="stable")
             largest = np.zeros_like(keep)
             largest[order[: rule.keep_largest]] = True
+            if rule.also_keep_ratio > 0:
+                largest |= sizes >= rule.also_keep_ratio * sizes.max()
             keep &= largest
         out = keep[components]
         del components
