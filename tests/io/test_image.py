@@ -137,6 +137,21 @@ def test_dicom_series_round_trip(tmp_path: Path, ct_volume: np.ndarray, directio
     np.testing.assert_array_equal(one, ct_volume)
 
 
+def test_writing_a_dicom_series_leaves_the_locale_and_text_encoding_alone(
+    tmp_path: Path, ct_volume: np.ndarray
+) -> None:
+    import locale
+
+    ctype, encoding = locale.setlocale(locale.LC_CTYPE), locale.getpreferredencoding(False)
+    write_dicom_series(ct_volume, make_meta(OBLIQUE), tmp_path / "series")
+    # GDCM switched the C locale to "C": afterwards Python read and wrote text as ASCII.
+    assert locale.setlocale(locale.LC_CTYPE) == ctype
+    assert locale.getpreferredencoding(False) == encoding
+    report = tmp_path / "report.md"
+    report.write_text("volume 12.5 \u00b1 0.3 ml\n")
+    assert report.read_text() == "volume 12.5 \u00b1 0.3 ml\n"
+
+
 def test_dicom_left_handed_direction_keeps_physical_positions(
     tmp_path: Path, ct_volume: np.ndarray
 ) -> None:

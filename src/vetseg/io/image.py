@@ -1342,7 +1342,7 @@ def write_dicom_series(
                 slice_image.SetMetaData(key, value)
             name = f"slice_{k:04d}.dcm"
             writer.SetFileName(str(staging / name))
-            with _native_stderr_captured():
+            with _native_stderr_captured(), _locale_kept():
                 writer.Execute(slice_image)
             names.append(name)
         if folder.exists() and any(folder.iterdir()):
@@ -1353,6 +1353,27 @@ def write_dicom_series(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names]
+
+
+@contextlib.contextmanager
+def _locale_kept() -> Iterator[None]:
+    """Restore the process's C locale after a native call that changes it.
+
+    SimpleITK's DICOM writer (GDCM) switches the C locale to "C" and leaves it there: the rest of
+    the process then reads and writes text files as ASCII by default (Python's preferred
+    encoding follows LC_CTYPE), so a later report with a "±" failed.
+    """
+    import locale
+
+    categories = [locale.LC_CTYPE, locale.LC_NUMERIC, locale.LC_COLLATE, locale.LC_TIME]
+    categories += [locale.LC_MONETARY] + [getattr(locale, "LC_MESSAGES", locale.LC_CTYPE)]
+    saved = {category: locale.setlocale(category) for category in categories}
+    try:
+        yield
+    finally:
+        for category, value in saved.items():
+            if locale.setlocale(category) != value:
+                locale.setlocale(category, value)
 
 
 def _new_uid() -> str:
