@@ -202,14 +202,37 @@ _STDERR_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
+def _locale_kept() -> Iterator[None]:
+    """Restore the process's C locale after a native call that changes it (every native call
+    runs inside :func:`_native_stderr_captured`, which enters this).
+
+    SimpleITK's DICOM writer (GDCM) switches the C locale to "C" and leaves it there: the rest of
+    the process then reads and writes text files as ASCII by default (Python's preferred
+    encoding follows LC_CTYPE), so a later report with a "±" failed.
+    """
+    import locale
+
+    categories = [locale.LC_CTYPE, locale.LC_NUMERIC, locale.LC_COLLATE, locale.LC_TIME]
+    categories += [locale.LC_MONETARY] + [getattr(locale, "LC_MESSAGES", locale.LC_CTYPE)]
+    saved = {category: locale.setlocale(category) for category in categories}
+    try:
+        yield
+    finally:
+        for category, value in saved.items():
+            if locale.setlocale(category) != value:
+                locale.setlocale(category, value)
+
+
+@contextlib.contextmanager
 def _native_stderr_captured() -> Iterator[None]:
-    """Send what C++ libraries print to file descriptor 2 into the debug log instead.
+    """Send what C++ libraries print to file descriptor 2 into the debug log instead, and
+    keep the process's C locale as it was (:func:`_locale_kept`).
 
     MetaIO and GDCM write their complaints to the process's stderr; an error is reported to
     the user as one sentence instead. The redirection is process-wide for its duration,
     hence the lock; where fd 2 cannot be duplicated nothing is captured.
     """
-    with _STDERR_LOCK:
+    with _STDERR_LOCK, _locale_kept():
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         try:
@@ -1342,7 +1365,7 @@ def write_dicom_series(
                 slice_image.SetMetaData(key, value)
             name = f"slice_{k:04d}.dcm"
             writer.SetFileName(str(staging / name))
-            with _native_stderr_captured(), _locale_kept():
+            with _native_stderr_captured():
                 writer.Execute(slice_image)
             names.append(name)
         if folder.exists() and any(folder.iterdir()):
@@ -1353,27 +1376,6 @@ def write_dicom_series(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names]
-
-
-@contextlib.contextmanager
-def _locale_kept() -> Iterator[None]:
-    """Restore the process's C locale after a native call that changes it.
-
-    SimpleITK's DICOM writer (GDCM) switches the C locale to "C" and leaves it there: the rest of
-    the process then reads and writes text files as ASCII by default (Python's preferred
-    encoding follows LC_CTYPE), so a later report with a "±" failed.
-    """
-    import locale
-
-    categories = [locale.LC_CTYPE, locale.LC_NUMERIC, locale.LC_COLLATE, locale.LC_TIME]
-    categories += [locale.LC_MONETARY] + [getattr(locale, "LC_MESSAGES", locale.LC_CTYPE)]
-    saved = {category: locale.setlocale(category) for category in categories}
-    try:
-        yield
-    finally:
-        for category, value in saved.items():
-            if locale.setlocale(category) != value:
-                locale.setlocale(category, value)
 
 
 def _new_uid() -> str:
