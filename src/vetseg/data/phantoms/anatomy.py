@@ -157,26 +157,42 @@ def paint_kidney(
     label: int,
     tilt_deg: float,
     collecting_system: bool = False,
+    nephrogram: float = 0.0,
+    renal_sinus: float | None = None,
+    perirenal_fat: float = 1.3,
 ) -> None:
     """Kidney: perirenal fat, cortex, medulla, and a fatty sinus at the medial hilum.
 
     With ``collecting_system`` the renal pelvis is drawn in the sinus (tissue
     ``"collecting_system"``: urine, or excreted contrast in a delayed phase), unlabelled.
+    ``nephrogram`` (0..1) brings the medulla's HU towards the cortex's (a homogeneous
+    nephrogram at 1); ``renal_sinus`` (0..1) draws a larger, deeper sinus and a wider hilum
+    than the default (None keeps the original shape); ``perirenal_fat`` is the fat's extent
+    in kidney semi-axes (lumpier when larger).
     """
     rotation = medial_sign * tilt_deg
-    sl, r = bld.ellipsoid(centre, (semi[0] * 1.3, semi[1] * 1.3, semi[2] * 1.12), rotation, 0.1)
+    fat = (semi[0] * perirenal_fat, semi[1] * perirenal_fat, semi[2] * (perirenal_fat - 0.18))
+    fat_lumps = 0.1 if perirenal_fat <= 1.3 else 0.2
+    sl, r = bld.ellipsoid(centre, fat, rotation, fat_lumps)
     bld.paint(sl, r < 1.0, "fat", 0)
     sl, r = bld.ellipsoid(centre, semi, rotation, lumpiness=0.05)
     x, y, z = bld.local(sl, centre, rotation)
     # The hilum opens towards the spine: a notch of sinus fat on the medial side.
     medial = -medial_sign * x / semi[0]
-    sinus = (medial > 0.35) & (np.abs(y) < 0.45 * semi[1]) & (r < 0.8)
-    kidney = (r < 1.0) & ~((medial > 0.7) & (np.abs(y) < 0.35 * semi[1]))
+    if renal_sinus is None:
+        depth, width, hilum, reach = 0.35, 0.45, 0.35, 0.8
+    else:
+        depth = 0.35 - 0.15 * renal_sinus
+        width, hilum, reach = 0.45 + 0.1 * renal_sinus, 0.35 + 0.1 * renal_sinus, 0.8
+    sinus = (medial > depth) & (np.abs(y) < width * semi[1]) & (r < reach)
+    kidney = (r < 1.0) & ~((medial > 0.7) & (np.abs(y) < hilum * semi[1]))
     bld.paint(sl, kidney, "kidney_cortex", label)
     # Medullary pyramids: darker wedges around the sinus, under a rim of cortex.
     angle = np.arctan2(z / semi[2], -medial_sign * x / semi[0])
     pyramids = (r < 0.72) & (r > 0.3) & (np.cos(7.0 * angle) > -0.2)
-    bld.paint(sl, kidney & pyramids & ~sinus, "kidney_medulla", label)
+    cortex, medulla = bld.value("kidney_cortex"), bld.value("kidney_medulla")
+    medulla_hu = medulla + float(np.clip(nephrogram, 0.0, 1.0)) * (cortex - medulla)
+    bld.paint(sl, kidney & pyramids & ~sinus, medulla_hu, label)
     bld.paint(sl, kidney & sinus, "renal_sinus", 0)  # hilar fat and vessels: not parenchyma
     if collecting_system:
         pelvis = sinus & (np.abs(y) < 0.22 * semi[1]) & (np.abs(z) < 0.45 * semi[2])

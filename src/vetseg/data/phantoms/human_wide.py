@@ -397,10 +397,22 @@ def paint_human_wide(bld: Builder, setup: WideSetup) -> None:
 
     ks = setup.kidney_scale
     semi = (28 * ks, 23 * ks, 55 * ks)
-    right = (-62.0 + j(0.6), spine_y + 14, z_right - 125 + j())
-    left = (62.0 + j(0.6), spine_y + 14, z_left - 105 + j())
+    out = 62.0 + setup.kidney_lateral_mm
+    right = (-out + j(0.6), spine_y + 14, z_right - 125 + j())
+    left = (out + j(0.6), spine_y + 14, z_left - 105 + j())
     for centre, sign, organ in ((right, -1.0, "kidney_right"), (left, 1.0, "kidney_left")):
-        paint_kidney(bld, centre, semi, sign, ORGAN_ID[organ], 35.0, collecting_system=True)
+        paint_kidney(
+            bld,
+            centre,
+            semi,
+            sign,
+            ORGAN_ID[organ],
+            35.0,
+            collecting_system=True,
+            nephrogram=setup.nephrogram,
+            renal_sinus=setup.renal_sinus,
+            perirenal_fat=setup.perirenal_fat,
+        )
 
     # Urinary bladder behind the symphysis; in a delayed phase excreted contrast layers at the
     # back (dependent when supine) under plain urine.

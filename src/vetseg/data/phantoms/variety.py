@@ -89,6 +89,15 @@ class WideSetup:
         slice_mm: reconstructed slice thickness (FWHM of the slice profile, mm).
         interval_mm: distance between slices (mm; thin slices are stored at 2 mm or more).
         noise_hu: image noise (standard deviation in uniform tissue, HU).
+        kidney_lateral_mm: kidneys this much further from the midline than the recipe's
+            62 mm (real kidneys' centres lie ~60-90 mm out, lateral to the psoas).
+        nephrogram: how far the medulla has caught up with the cortex (0: the
+            corticomedullary contrast of early enhancement; 1: a homogeneous nephrogram, as
+            real portal venous and delayed scans often show). Arterial scans keep 0.
+        renal_sinus: size of the fatty renal sinus at the hilum (0 small .. 1 large, as in
+            older adults).
+        perirenal_fat: extent of the perirenal fat around each kidney (times the kidney's
+            semi-axes; lumpy, not a clean ellipsoid shell).
     """
 
     size: float
@@ -121,6 +130,10 @@ class WideSetup:
     slice_mm: float
     interval_mm: float
     noise_hu: float
+    kidney_lateral_mm: float = 0.0
+    nephrogram: float = 0.0
+    renal_sinus: float = 0.0
+    perirenal_fat: float = 1.3
 
     def to_json(self) -> dict[str, object]:
         """The setup as a JSON-able dict (for ``dataset.json``)."""
@@ -211,6 +224,11 @@ def draw_wide_setup(rng: np.random.Generator) -> WideSetup:
     noise = base * np.sqrt(2.5 / slice_mm) * (1.0 + 0.6 * edge_gain)
     noise *= 1.0 + 0.006 * max(0.0, fat_mm - 20.0)
     noise_hu = float(np.clip(noise, 5.0, 40.0))
+    # Kidneys as real contrast scans show them (drawn last: the fields above keep their draws).
+    kidney_lateral_mm = float(rng.uniform(0.0, 14.0))
+    nephrogram = 0.0 if phase == "arterial" else float(rng.uniform(0.0, 1.0))
+    renal_sinus = float(rng.uniform(0.0, 1.0))
+    perirenal_fat = float(rng.uniform(1.2, 1.6))
     return WideSetup(
         size=size,
         fat_mm=fat_mm,
@@ -242,4 +260,8 @@ def draw_wide_setup(rng: np.random.Generator) -> WideSetup:
         slice_mm=slice_mm,
         interval_mm=interval_mm,
         noise_hu=noise_hu,
+        kidney_lateral_mm=kidney_lateral_mm,
+        nephrogram=nephrogram,
+        renal_sinus=renal_sinus,
+        perirenal_fat=perirenal_fat,
     )
