@@ -4,7 +4,8 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
 
 1. ``WORK/data``: an MSD dataset of ``--phantoms`` wide-variety human phantoms
    (``vetseg phantoms --variety wide``: contrast phases, noise, kernels, slice thickness,
-   fields of view, body sizes, table, arms, metal) plus the real TotalSegmentator example CT
+   fields of view, body sizes, table, arms, metal; ``wide-kidneys`` with ``--varied-kidneys``:
+   kidneys as real contrast scans show them too) plus the real TotalSegmentator example CT
    (``../shared/data/human/totalseg_example/ct.nii.gz``, labels mapped to vetseg's 12 human
    organs) written ``--real-copies`` times, so that about a tenth of the slices drawn are real.
 2. ``WORK/model/train/splits.json`` is written first: every real copy in train, validation on
@@ -161,6 +162,13 @@ def main() -> None:
         " (vetseg.data.phases.phase_variant) instead of ten identical non-contrast copies.",
     )
     parser.add_argument(
+        "--varied-kidneys",
+        action="store_true",
+        help="Phantoms of variety wide-kidneys: kidneys as real contrast scans show them"
+        " (homogeneous nephrogram, larger renal sinus, lumpier perirenal fat, further from the"
+        " midline); without it, the wide phantoms the shipped model was trained on.",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -190,7 +198,7 @@ def main() -> None:
                 "--species",
                 "human",
                 "--variety",
-                "wide",
+                "wide-kidneys" if args.varied_kidneys else "wide",
                 "--cases",
                 str(args.phantoms),
                 "--seed",
@@ -304,7 +312,8 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         "The human model that ships with vetseg (fp16 safetensors + model.json).\n\n"
         f"Made by: python benchmarks/make_human_model.py {' '.join(sys.argv[1:])}\n"
         f"Data: {args.phantoms} wide-variety SYNTHETIC human phantoms (vetseg phantoms --variety"
-        " wide --seed 100) plus one REAL CT (TotalSegmentator example, 3 mm, labels from"
+        f" {'wide-kidneys' if args.varied_kidneys else 'wide'} --seed 100) plus one REAL CT"
+        " (TotalSegmentator example, 3 mm, labels from"
         f" TotalSegmentator) written {args.real_copies} times; validation on"
         f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"
         f" +-{args.hu_offset[0]:g} HU per case and +-{args.hu_offset[1]:g} HU per organ"

@@ -64,6 +64,12 @@ def test_phantoms_wide_variety_writes_twelve_organs(tmp_path: Path) -> None:
         ("phantoms", tmp_path / "r", "--species", "rabbit", "--variety", "wide"), "human"
     )
     assert_refused(("phantoms", tmp_path / "v", "--variety", "huge"), "unknown phantom variety")
+    kidneys = tmp_path / "kidneys"
+    code, _, err = run("phantoms", kidneys, "--variety", "wide-kidneys", "--cases", "1")
+    assert code == 0, err
+    info = json.loads((kidneys / "dataset.json").read_text())
+    assert info["variety"] == "wide-kidneys" and "kidneys as real" in info["description"]
+    assert 1.2 <= info["cases"]["human_000"]["perirenal_fat"] <= 1.6
 
 
 def test_synth_on_a_tiny_atlas(tmp_path: Path) -> None:

@@ -96,8 +96,9 @@ def phantoms(
     ),
     variety: str = typer.Option(
         "default",
-        help="default (the demo's 7-organ phantoms) or wide (human: contrast phases, scanners, "
-        "body sizes, arms, table, metal, fields of view; 12 organs).",
+        help="default (the demo's 7-organ phantoms), wide (human: contrast phases, scanners, "
+        "body sizes, arms, table, metal, fields of view; 12 organs) or wide-kidneys (wide, and "
+        "kidneys as real contrast scans show them: nephrogram, renal sinus, position).",
     ),
     workers: int = typer.Option(1, min=1, help="Processes that draw cases in parallel."),
 ) -> None:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vetseg.data.phantoms.phantom import Phantom, check_species, check_variety, make_phantom
+from vetseg.data.phantoms.phantom import (
+    Phantom,
+    check_species,
+    check_variety,
+    is_wide,
+    make_phantom,
+)
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
 from vetseg.io.image import ImageMeta, write_image
@@ -115,9 +121,10 @@ def write_phantom_dataset(
         seed: random seed.
         contrast: contrast-enhanced tissue values, else non-contrast (with wide variety: True
             draws each case's phase, non-contrast included; False keeps all non-contrast).
-        variety: ``"default"`` (7 organs, the demo's phantoms) or ``"wide"`` (human only:
+        variety: ``"default"`` (7 organs, the demo's phantoms), ``"wide"`` (human only:
             phases, scanners, habitus, arms, table, metal, 12 organs of ``HUMAN_ORGANS``; what
-            each case drew is in ``dataset.json`` under ``"cases"``).
+            each case drew is in ``dataset.json`` under ``"cases"``) or ``"wide-kidneys"``
+            (wide, and kidneys as real contrast scans show them).
         workers: processes that draw cases in parallel (files are written by this one).
 
     Returns:
@@ -146,13 +153,15 @@ def write_phantom_dataset(
                 setups[case_id] = dict(phantom.setup)
             yield case_id, phantom.ct, phantom.labels, phantom_meta(phantom)
 
-    if variety == "wide":
+    if is_wide(variety):
         phase = (
             "phases drawn per case (non-contrast, arterial, portal venous, delayed)"
             if contrast
             else "non-contrast"
         )
         what = f"{phase}, scanners, body habitus, arms, table and metal varied per case"
+        if variety == "wide-kidneys":
+            what += ", kidneys as real contrast scans show them"
     else:
         what = ("contrast-enhanced (portal venous)" if contrast else "non-contrast") + " HU values"
     info: dict[str, object] = {
@@ -166,8 +175,8 @@ def write_phantom_dataset(
         "seed": seed,
         "generator": "vetseg.data.phantoms",
     }
-    organs = HUMAN_ORGANS if variety == "wide" else CORE_ORGANS
-    if variety == "wide":
+    organs = HUMAN_ORGANS if is_wide(variety) else CORE_ORGANS
+    if is_wide(variety):
         info["variety"] = variety
         info["cases"] = setups  # filled while the cases are written, before dataset.json
     return write_msd_dataset(out, generate(), organs, info)

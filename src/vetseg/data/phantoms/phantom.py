@@ -23,8 +23,16 @@ from vetseg.labels import CORE_ORGANS, HUMAN_ORGANS
 SPECIES: tuple[str, ...] = ("human", "rabbit")
 #: How much a phantom varies: ``"default"`` (the demo's phantoms, unchanged since they were
 #: first drawn) or ``"wide"`` (human only: contrast phases, scanners, habitus, arms, table,
-#: metal, fields of view and 12 organs; see :mod:`.variety`).
-VARIETIES: tuple[str, ...] = ("default", "wide")
+#: metal, fields of view and 12 organs; see :mod:`.variety`) or ``"wide-kidneys"`` (wide, and
+#: kidneys as real contrast scans show them: nephrogram, renal sinus, perirenal fat, position;
+#: see :class:`.variety.WideSetup`). ``"wide"`` still draws what the shipped human model was
+#: trained on.
+VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys")
+
+
+def is_wide(variety: str) -> bool:
+    """Whether ``variety`` draws wide-variety (12-organ) human cases."""
+    return variety in ("wide", "wide-kidneys")
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,8 @@ def check_variety(species: str, variety: str) -> None:
         raise InputError(
             f"unknown phantom variety {variety!r}: choose one of {', '.join(VARIETIES)}."
         )
-    if variety == "wide" and species != "human":
-        raise InputError(f"wide variety is drawn for human phantoms only, not {species!r}.")
+    if is_wide(variety) and species != "human":
+        raise InputError(f"{variety} variety is drawn for human phantoms only, not {species!r}.")
 
 
 def make_phantom(
@@ -102,7 +110,8 @@ def make_phantom(
         contrast: contrast-enhanced (portal venous) tissue values, else non-contrast ones. With
             wide variety True draws the phase among all four (non-contrast included) and False
             keeps every case non-contrast.
-        variety: ``"default"`` or ``"wide"`` (human only; see :func:`make_wide_phantom`).
+        variety: ``"default"``, ``"wide"`` or ``"wide-kidneys"`` (human only; see
+            :func:`make_wide_phantom` and :data:`VARIETIES`).
 
     Returns:
         The phantom: int16 CT and uint8 labels, ``[z, y, x]`` canonical (see the module notes).
@@ -112,8 +121,8 @@ def make_phantom(
     """
     check_species(species)
     check_variety(species, variety)
-    if variety == "wide":
-        setup = draw_wide_setup(rng)
+    if is_wide(variety):
+        setup = draw_wide_setup(rng, kidney_variety=variety == "wide-kidneys")
         if not contrast:
             setup = dataclasses.replace(setup, phase="non_contrast")
         return make_wide_phantom(setup, rng)

@@ -154,11 +154,14 @@ def body_half_width_mm(size: float, fat_mm: float, arms: str) -> float:
     return (trunk + beside) * size
 
 
-def draw_wide_setup(rng: np.random.Generator) -> WideSetup:
+def draw_wide_setup(rng: np.random.Generator, kidney_variety: bool = False) -> WideSetup:
     """Draw one case's patient, exam and scanner (see :class:`WideSetup` for the fields).
 
     Args:
         rng: the case's random generator.
+        kidney_variety: also draw the kidneys' position, nephrogram, renal sinus and perirenal
+            fat (after every other field, so those keep their draws); False keeps the kidneys
+            of the ``"wide"`` phantoms the shipped human model was trained on.
 
     Returns:
         The setup.
@@ -225,10 +228,12 @@ def draw_wide_setup(rng: np.random.Generator) -> WideSetup:
     noise *= 1.0 + 0.006 * max(0.0, fat_mm - 20.0)
     noise_hu = float(np.clip(noise, 5.0, 40.0))
     # Kidneys as real contrast scans show them (drawn last: the fields above keep their draws).
-    kidney_lateral_mm = float(rng.uniform(0.0, 14.0))
-    nephrogram = 0.0 if phase == "arterial" else float(rng.uniform(0.0, 1.0))
-    renal_sinus = float(rng.uniform(0.0, 1.0))
-    perirenal_fat = float(rng.uniform(1.2, 1.6))
+    kidney_lateral_mm, nephrogram, renal_sinus, perirenal_fat = 0.0, 0.0, 0.0, 1.3
+    if kidney_variety:
+        kidney_lateral_mm = float(rng.uniform(0.0, 14.0))
+        nephrogram = 0.0 if phase == "arterial" else float(rng.uniform(0.0, 1.0))
+        renal_sinus = float(rng.uniform(0.0, 1.0))
+        perirenal_fat = float(rng.uniform(1.2, 1.6))
     return WideSetup(
         size=size,
         fat_mm=fat_mm,
