@@ -203,3 +203,85 @@ def test_also_keep_ratio_round_trips_and_is_checked() -> None:
     assert old.rule_for("spleen").also_keep_ratio == 0.0
     with pytest.raises(InputError, match="also_keep_ratio"):
         OrganRule(also_keep_ratio=1.5)
+
+
+HUMAN = ("liver", "spleen", "kidney_left")
+
+
+def left_part_scene() -> np.ndarray:
+    """[z, y, x] at 1 mm in LPS (x to the patient's left, y to the back): the main liver on
+    the right, a separate 'liver' part far left and behind (an enlarged spleen called liver),
+    one far left but in front (stomach-like), and a small one far left behind (10 ml)."""
+    labels = np.zeros((40, 100, 200), dtype=np.uint8)
+    labels[:, 30:70, 10:80] = 1  # main liver, 112 ml; its centre y 49.5
+    labels[:, 55:90, 150:190] = 1  # 56 ml, left and behind: becomes spleen
+    labels[:, 5:25, 150:190] = 1  # 32 ml, left but in front: stays liver
+    labels[:10, 80:90, 100:110] = 1  # 1 ml: too small to move
+    labels[:, 92:97, 100:150] = 1  # 10 ml, left and behind, under 20 ml: stays
+    return labels
+
+
+def test_a_separate_liver_part_on_the_left_and_behind_becomes_spleen() -> None:
+    from vetseg.inference.postprocess import left_liver_parts_to_spleen
+
+    labels = left_part_scene()
+    moved = left_liver_parts_to_spleen(labels, HUMAN, 0.001, "LPS")
+    assert moved == pytest.approx(56.0)
+    assert (labels[:, 55:90, 150:190] == 2).all()
+    assert (labels[:, 5:25, 150:190] == 1).all()  # in front of the main liver's centre
+    assert (labels[:, 92:97, 100:150] == 1).all()  # under 20 ml
+    assert (labels[:, 30:70, 10:80] == 1).all()
+    # x running to the patient's RIGHT (RAS-like codes): the same parts are on the right.
+    labels = left_part_scene()
+    assert left_liver_parts_to_spleen(labels, HUMAN, 0.001, "RPS") == 0.0
+    assert not (labels == 2).any()
+    # No spleen among the organs, or an x axis that is not left-right: nothing moves.
+    assert left_liver_parts_to_spleen(left_part_scene(), ("liver", "heart"), 0.001, "LPS") == 0
+    assert left_liver_parts_to_spleen(left_part_scene(), HUMAN, 0.001, "PLS") == 0.0
+
+
+def test_postprocess_moves_the_left_part_before_the_organ_rules() -> None:
+    labels = left_part_scene()
+    spacing = (1.0, 1.0, 1.0)
+    out = postprocess_labels(labels.copy(), HUMAN, spacing, PostprocessConfig(), "LPS")
+    assert (out[:, 55:90, 150:190] == 2).all()  # kept: it is now the spleen's largest part
+    assert not (out[:, 5:25, 150:190] == 1).any()  # still liver, so dropped as before
+    # Without the orientation, or with the rule off, the part is liver and dropped.
+    for config, orientation in (
+        (PostprocessConfig(), None),
+        (PostprocessConfig(left_liver_parts_to_spleen=False), "LPS"),
+    ):
+        out = postprocess_labels(labels.copy(), HUMAN, spacing, config, orientation)
+        assert not (out == 2).any()
+    off = PostprocessConfig.from_json({"left_liver_parts_to_spleen": False})
+    assert off.left_liver_parts_to_spleen is False
+    assert PostprocessConfig.from_json(off.to_json()) == off
+    assert PostprocessConfig.from_json({}).left_liver_parts_to_spleen is True
+
+
+@pytest.mark.parametrize(("species", "expected"), [("human", "LPS"), ("rabbit", None)])
+def test_segmenter_gives_the_orientation_to_human_models_only(
+    monkeypatch: pytest.MonkeyPatch, species: str, expected: str | None
+) -> None:
+    """The left-liver rule needs the orientation; the segmenter hands it over for human models
+    and withholds it from animal ones (their liver spans both sides)."""
+    import dataclasses
+
+    import vetseg.inference.segmenter as segmenter_module
+    from tests.inference.conftest import tiny_info, tiny_network
+    from vetseg.inference.segmenter import Segmenter
+    from vetseg.io.image import ImageMeta
+
+    seen: list[str | None] = []
+
+    def spy(labels, organs, spacing, config, orientation=None):  # type: ignore[no-untyped-def]
+        seen.append(orientation)
+        return labels
+
+    monkeypatch.setattr(segmenter_module, "postprocess_labels", spy)
+    model = tiny_network()
+    info = dataclasses.replace(tiny_info(model), species=species)
+    segmenter = Segmenter(model, info, postprocess=PostprocessConfig())
+    volume = np.zeros((2, 32, 32), dtype=np.float32)
+    segmenter.predict(volume, ImageMeta(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)))
+    assert seen == [expected]

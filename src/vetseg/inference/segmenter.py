@@ -451,8 +451,14 @@ class Segmenter:
         clock.lap("model")
         labels_c = model_labels
         if self.postprocess is not None and self.postprocess.enabled:
+            # The left-liver-to-spleen rule encodes human anatomy (liver right, spleen left);
+            # an animal's liver spans both sides and its lobes come apart: human models only.
             labels_c = postprocess_labels(
-                model_labels.copy(), self.organs, canonical_meta.spacing, self.postprocess
+                model_labels.copy(),
+                self.organs,
+                canonical_meta.spacing,
+                self.postprocess,
+                orientation if self.info.species == "human" else None,
             )
             clock.lap("postprocess")
         stats = organ_statistics(

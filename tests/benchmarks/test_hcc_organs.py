@@ -1,0 +1,91 @@
+"""benchmarks/hcc_organs.py: the approximate reference and the scoring, on a synthetic volume
+laid out as the HCC_009 series, with a model whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.inference.conftest import ORGANS, tiny_info, tiny_network
+from vetseg.io.image import ImageMeta, write_image
+from vetseg.models.files import save_model
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import hcc_organs  # noqa: E402
+
+
+def layout() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fat with two bright kidneys (one with a dark sinus), a spleen, a bright liver beside the
+    right kidney and bright oral contrast beside the spleen, in the series' layout; returns the
+    image and the true masks."""
+    z, y, x = np.mgrid[0:30, 0:420, 0:512]
+    image = np.full(z.shape, -100, dtype=np.int16)
+    right = (((y - 295) / 30.0) ** 2 + ((x - 160) / 25.0) ** 2 < 1.0) & (z < 20)
+    left = (((y - 295) / 30.0) ** 2 + ((x - 355) / 25.0) ** 2 < 1.0) & (z >= 2) & (z < 18)
+    sinus = (((y - 295) / 10.0) ** 2 + ((x - 375) / 8.0) ** 2 < 1.0) & left  # open to the side
+    spleen = (((y - 260) / 80.0) ** 2 + ((x - 460) / 30.0) ** 2 < 1.0) & (z >= 10)
+    stomach = (((y - 200) / 40.0) ** 2 + ((x - 400) / 20.0) ** 2 < 1.0) & (z >= 10)
+    liver = (x < 120) & (y > 150) & (y < 400)  # touches the right kidney's box, not the kidney
+    image[right | left | liver] = 190
+    image[sinus] = -80
+    image[spleen] = 130
+    image[stomach] = 320  # positive oral contrast, next to the spleen
+    truth = {"kidney_right": right, "kidney_left": left & ~sinus, "spleen": spleen & ~stomach}
+    return image, truth
+
+
+def test_reference_finds_the_organs_not_their_neighbours() -> None:
+    image, truth = layout()
+    found = hcc_organs.approximate_organs(image)
+    assert set(found) == {"kidney_right", "kidney_left", "spleen"}
+    for organ, mask in found.items():
+        dice = 2 * (mask & truth[organ]).sum() / (mask.sum() + truth[organ].sum())
+        assert dice > 0.95, organ
+    assert not found["kidney_right"][:, :, :110].any()  # the liver stays out
+    assert not (found["spleen"] & (image > 300)).any()  # so does the oral contrast
+    # The kidneys' slices only: nothing above slice 24 even where a kidney continues.
+    assert not found["kidney_right"][24:].any()
+
+
+def test_reference_refuses_another_layout() -> None:
+    with pytest.raises(ValueError, match="HCC_009"):
+        hcc_organs.approximate_organs(np.zeros((10, 100, 100), dtype=np.int16))
+    with pytest.raises(ValueError, match="nothing of 120-330 HU"):
+        hcc_organs.approximate_organs(np.full((30, 420, 512), -100, dtype=np.int16))
+
+
+def test_scores_a_model_that_calls_everything_left_kidney(tmp_path: Path) -> None:
+    image, _ = layout()
+    model = tiny_network()
+    index = ORGANS.index("kidney_left")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        bias = torch.full((len(ORGANS),), -4.0)
+        bias[index] = 4.0
+        model.head.bias.copy_(bias)
+    folder = save_model(model, tmp_path / "left_everywhere", tiny_info(model))
+    scan = tmp_path / "scan.nii.gz"
+    write_image(image, ImageMeta(spacing=(1.0, 1.0, 2.5), origin=(0.0, 0.0, 0.0)), scan)
+    out = tmp_path / "organs.json"
+    hcc_organs.main([str(folder), "--scan", str(scan), "--out", str(out)])
+    row = json.loads(out.read_text())["models"][str(folder)]
+    found = hcc_organs.approximate_organs(image)
+    reference_left = found["kidney_left"].sum()
+    organs = row["organs"]
+    assert organs["kidney_left"]["dice"] == pytest.approx(
+        2 * reference_left / (reference_left + image.size), abs=1e-3
+    )
+    assert organs["kidney_left"]["reference_called"] == {"kidney_left": 1.0}
+    # The spleen is never predicted: Dice 0, all of it called kidney_left.
+    assert organs["spleen"]["dice"] == 0.0
+    assert organs["spleen"]["reference_called"] == {"kidney_left": 1.0}
+    # The tiny model has no right kidney: not scored, not counted in the kidneys' mean.
+    assert organs["kidney_right"] is None
+    assert row["kidney_mean_dice"] == organs["kidney_left"]["dice"]
