@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint clean niivue niivue-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch lies on this machine's disk; ask for it first so nothing pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# constraints.txt pins the numerical stack the committed figures were measured with.
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
