@@ -158,7 +158,7 @@ def paint_kidney(
     tilt_deg: float,
     collecting_system: bool = False,
     nephrogram: float = 0.0,
-    renal_sinus: float | None = None,
+    renal_sinus: float = 0.0,
     perirenal_fat: float = 1.3,
 ) -> None:
     """Kidney: perirenal fat, cortex, medulla, and a fatty sinus at the medial hilum.
@@ -167,7 +167,7 @@ def paint_kidney(
     ``"collecting_system"``: urine, or excreted contrast in a delayed phase), unlabelled.
     ``nephrogram`` (0..1) brings the medulla's HU towards the cortex's (a homogeneous
     nephrogram at 1); ``renal_sinus`` (0..1) draws a larger, deeper sinus and a wider hilum
-    than the default (None keeps the original shape); ``perirenal_fat`` is the fat's extent
+    (0: the original shape); ``perirenal_fat`` is the fat's extent
     in kidney semi-axes (lumpier when larger).
     """
     rotation = medial_sign * tilt_deg
@@ -179,12 +179,9 @@ def paint_kidney(
     x, y, z = bld.local(sl, centre, rotation)
     # The hilum opens towards the spine: a notch of sinus fat on the medial side.
     medial = -medial_sign * x / semi[0]
-    if renal_sinus is None:
-        depth, width, hilum, reach = 0.35, 0.45, 0.35, 0.8
-    else:
-        depth = 0.35 - 0.15 * renal_sinus
-        width, hilum, reach = 0.45 + 0.1 * renal_sinus, 0.35 + 0.1 * renal_sinus, 0.8
-    sinus = (medial > depth) & (np.abs(y) < width * semi[1]) & (r < reach)
+    depth, width = 0.35 - 0.15 * renal_sinus, 0.45 + 0.1 * renal_sinus
+    hilum = 0.35 + 0.1 * renal_sinus
+    sinus = (medial > depth) & (np.abs(y) < width * semi[1]) & (r < 0.8)
     kidney = (r < 1.0) & ~((medial > 0.7) & (np.abs(y) < hilum * semi[1]))
     bld.paint(sl, kidney, "kidney_cortex", label)
     # Medullary pyramids: darker wedges around the sinus, under a rim of cortex.
