@@ -23,8 +23,9 @@ import hcc_organs  # noqa: E402
 
 def layout() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fat with two bright kidneys (one with a dark sinus), a spleen, a bright liver beside the
-    right kidney and bright oral contrast beside the spleen, in the series' layout; returns the
-    image and the true masks."""
+    right kidney, bright oral contrast beside the spleen, two lung bases (one with a vessel), a
+    small gas bubble and air around the body, in the series' layout; returns the image and the
+    true masks."""
     z, y, x = np.mgrid[0:30, 0:420, 0:512]
     image = np.full(z.shape, -100, dtype=np.int16)
     right = (((y - 295) / 30.0) ** 2 + ((x - 160) / 25.0) ** 2 < 1.0) & (z < 20)
@@ -37,14 +38,24 @@ def layout() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     image[sinus] = -80
     image[spleen] = 130
     image[stomach] = 320  # positive oral contrast, next to the spleen
-    truth = {"kidney_right": right, "kidney_left": left & ~sinus, "spleen": spleen & ~stomach}
+    lungs = (((y - 200) / 60.0) ** 2 + ((np.abs(x - 256) - 120) / 45.0) ** 2 < 1.0) & (z >= 22)
+    image[lungs] = -850
+    image[lungs & ((y - 200) ** 2 + (x - 136) ** 2 < 25)] = 40  # a vessel inside
+    image[(((y - 120) / 8.0) ** 2 + ((x - 256) / 8.0) ** 2 < 1.0) & (z >= 20)] = -900  # gas
+    image[:, :12] = -1000  # air in front of the body, touching the edge
+    truth = {
+        "kidney_right": right,
+        "kidney_left": left & ~sinus,
+        "spleen": spleen & ~stomach,
+        "lungs": lungs,
+    }
     return image, truth
 
 
 def test_reference_finds_the_organs_not_their_neighbours() -> None:
     image, truth = layout()
     found = hcc_organs.approximate_organs(image)
-    assert set(found) == {"kidney_right", "kidney_left", "spleen"}
+    assert set(found) == {"kidney_right", "kidney_left", "spleen", "lungs"}
     for organ, mask in found.items():
         dice = 2 * (mask & truth[organ]).sum() / (mask.sum() + truth[organ].sum())
         assert dice > 0.95, organ
@@ -52,6 +63,10 @@ def test_reference_finds_the_organs_not_their_neighbours() -> None:
     assert not (found["spleen"] & (image > 300)).any()  # so does the oral contrast
     # The kidneys' slices only: nothing above slice 24 even where a kidney continues.
     assert not found["kidney_right"][24:].any()
+    # The lungs hold their vessel; the small gas bubble and the outer air stay out.
+    assert found["lungs"][25, 200, 136]
+    assert not found["lungs"][25, 120, 256]
+    assert not found["lungs"][:, :12].any()
 
 
 def test_reference_refuses_another_layout() -> None:
@@ -59,6 +74,10 @@ def test_reference_refuses_another_layout() -> None:
         hcc_organs.approximate_organs(np.zeros((10, 100, 100), dtype=np.int16))
     with pytest.raises(ValueError, match="nothing of 120-330 HU"):
         hcc_organs.approximate_organs(np.full((30, 420, 512), -100, dtype=np.int16))
+    image, truth = layout()
+    image[truth["lungs"]] = -100
+    with pytest.raises(ValueError, match="no inner part below -400 HU"):
+        hcc_organs.approximate_organs(image)
 
 
 def test_scores_a_model_that_calls_everything_left_kidney(tmp_path: Path) -> None:
