@@ -77,13 +77,7 @@ def approximate_organs(image: np.ndarray) -> dict[str, np.ndarray]:
         ids, counts = np.unique(window[window > 0], return_counts=True)
         if len(ids) == 0:
             raise ValueError(f"nothing of {lo}-{hi} HU in the {organ} window of slice {seed}")
-        mask = parts == ids[np.argmax(counts)]
-        mask = np.stack(
-            [
-                ndimage.binary_fill_holes(ndimage.binary_closing(s, np.ones((3, 3), dtype=bool)))
-                for s in mask
-            ]
-        )
+        mask = _filled_per_slice(parts == ids[np.argmax(counts)])
         full = np.zeros(image.shape, dtype=bool)
         full[:slices] = mask
         out[organ] = full
@@ -112,13 +106,15 @@ def _lungs(image: np.ndarray) -> np.ndarray:
     keep[edge] = False
     if not keep.any():
         raise ValueError(f"no inner part below {_LUNG_HU} HU of {_LUNG_MIN_VOXELS} voxels")
-    mask = keep[parts]
-    return np.stack(
-        [
-            ndimage.binary_fill_holes(ndimage.binary_closing(s, np.ones((3, 3), dtype=bool)))
-            for s in mask
-        ]
-    )
+    return _filled_per_slice(keep[parts])
+
+
+def _filled_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Each slice's holes filled after a 3 x 3 closing."""
+    from scipy import ndimage
+
+    closed = ndimage.binary_closing(mask, np.ones((1, 3, 3), dtype=bool))
+    return np.stack([ndimage.binary_fill_holes(s) for s in closed])
 
 
 def score(
@@ -128,6 +124,7 @@ def score(
     (post-processing: ``rules``, a PostprocessConfig, default vetseg's own)."""
     from vetseg.inference.postprocess import PostprocessConfig
     from vetseg.inference.segmenter import Segmenter
+    from vetseg.training.metrics import dice_per_organ
 
     segmenter = Segmenter.load(model, postprocess=rules or PostprocessConfig())
     labels = segmenter.predict(image, meta).labels
@@ -139,10 +136,9 @@ def score(
             out["organs"][organ] = None
             continue
         predicted = labels == organs.index(organ) + 1
-        total = int(truth.sum()) + int(predicted.sum())
         called, counts = np.unique(labels[truth], return_counts=True)
         out["organs"][organ] = {
-            "dice": round(2.0 * float((truth & predicted).sum()) / total, 3),
+            "dice": round(float(dice_per_organ(predicted[None], truth[None], channel_dim=0)[0]), 3),
             "reference_ml": round(float(truth.sum()) * voxel_ml, 1),
             "predicted_ml": round(float(predicted.sum()) * voxel_ml, 1),
             "reference_called": {
