@@ -175,6 +175,14 @@ def main() -> None:
         help="Seed of the network's initialisation, sampling and augmentation (the shipped model:"
         " 0); the phantoms and the split do not change with it.",
     )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="Fine-tune this human model (train-human --init: its weights, organs and input"
+        " definition; a fresh Adam) instead of training from a random start; its recipe is kept"
+        " as PARENT_MADE_BY.txt next to the new model's.",
+    )
     parser.add_argument("--skip-train", action="store_true", help="only the held-out check")
     parser.add_argument(
         "--results",
@@ -261,6 +269,7 @@ def main() -> None:
                 "--resume",
                 "--val-slices",
                 str(args.val_slices),
+                *(["--init", str(args.init)] if args.init else []),
             ],
             log=work / "train.log",
         )
@@ -304,6 +313,9 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
     net, info = load_model(model)
     metrics = (model / "train" / "metrics.jsonl").read_text().splitlines()
     epoch_s = [json.loads(line)["seconds"] for line in metrics if line.strip()]
+    parent_recipe = None
+    if args.init is not None and (args.init / "MADE_BY.txt").is_file():
+        parent_recipe = (args.init / "MADE_BY.txt").read_text()  # before dest may replace it
     if dest.exists():
         shutil.rmtree(dest)
     save_model(net, dest, info, half=True)
@@ -326,7 +338,13 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         + "\n"
         f"Scale: {info.preprocess.spacing} mm pixels, {info.preprocess.size} px tiles;"
         f" intensity statistics {info.preprocess.intensity}.\n"
-        f"Training: {args.epochs} epochs x {args.steps} steps of {args.batch_size} tiles, Adam"
+        + (
+            f"Started from: the human model {info.parent} ({args.init}), fine-tuned; its own"
+            " recipe: PARENT_MADE_BY.txt.\n"
+            if args.init is not None
+            else ""
+        )
+        + f"Training: {args.epochs} epochs x {args.steps} steps of {args.batch_size} tiles, Adam"
         f" lr {args.lr}, on 2 CPU cores; the epochs took {sum(epoch_s) / 60:.0f} min in all"
         f" (each {min(epoch_s):.0f}-{max(epoch_s):.0f} s: the machine was shared with other"
         f" jobs; at the fastest epoch's pace {len(epoch_s) * min(epoch_s) / 60:.0f} min);"
@@ -335,6 +353,8 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f" {info.metrics.get('val_mean_dice')} (phantoms).\n"
         "Held-out real figures: benchmarks/results/human_model_real.json.\n"
     )
+    if parent_recipe is not None:
+        (dest / "PARENT_MADE_BY.txt").write_text(parent_recipe)
     print("shipped", dest)
 
 

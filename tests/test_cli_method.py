@@ -316,3 +316,46 @@ def test_transfer_trains_organs_the_human_model_lacks_and_says_so(
     info = json.loads((tmp_path / "m2" / "model.json").read_text())
     assert info["organs"] == ["liver", "stomach"]
     assert "bone" in info["training"]["organs_not_trained"]
+
+
+@pytest.mark.slow
+def test_train_human_init_fine_tunes_a_human_model_and_records_it(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from vetseg.models.files import load_model, save_model
+
+    # A parent far from what a fresh seed-0 start would give: the fixture's human model with
+    # every weight moved by noise, saved as another human model.
+    net, info = load_model(trained["human"])
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            if name.endswith("weight"):
+                tensor.add_(0.05 * torch.randn(tensor.shape, generator=generator))
+    parent_dir = tmp_path / "parent"
+    save_model(net, parent_dir, dataclasses.replace(info, model_id="human-perturbed"))
+    data, out = trained["root"] / "human", tmp_path / "ft"
+    init = ["--init", str(parent_dir)]
+    _ok(["train-human", str(data), "--out", str(out), *init, "--epochs", "1", *FAST])
+    parent_net, parent = load_model(parent_dir)
+    child_net, child = load_model(out)
+    assert child.stage == "human" and child.parent == "human-perturbed"
+    assert child.organs == parent.organs  # no --organs: the parent's, not the core default
+    assert child.preprocess == parent.preprocess  # 6 mm pixels and intensity statistics kept
+
+    # Started from the parent's weights: two small Adam steps move them a little, while the
+    # seed-0 start that train-human takes without --init is far from them.
+    def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+        sa, sb = a.state_dict(), b.state_dict()
+        return sum(float((sa[k] - sb[k]).norm()) for k in sa if k.endswith("weight"))
+
+    unperturbed, _ = load_model(trained["human"])
+    assert 0 < distance(child_net, parent_net) < 0.2 * distance(unperturbed, parent_net)
+
+    args = ["train-human", str(data), "--out", str(tmp_path / "x"), "--init", str(parent_dir)]
+    _fails_cleanly([*args, "--spacing", "3"], "--spacing 6.0", "Leave --spacing out")
+    _fails_cleanly([*args, "--organs", "liver"], "--init keeps them", "Leave --organs out")
+    _fails_cleanly([*args[:-1], str(trained["rabbit_model"])], "needs a human model")
+    assert not (tmp_path / "x" / "model.json").exists()

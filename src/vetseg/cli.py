@@ -297,12 +297,32 @@ def train_human_cmd(
         help="Slice cache from vetseg prepare: slices are read from it, not decoded (DATA may "
         "also be the cache itself).",
     ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Start from this human model's weights (fine-tuning): its organs and input "
+        "definition are kept, and the new model records it as its parent.",
+    ),
 ) -> None:
     """S100: train the human organ model (stem + EfficientNet-b1 module + first head).
 
     Under torchrun (torchrun --nproc_per_node N -m vetseg train-human ...) every process
     trains on its share of each batch; --batch-size is the batch of all processes together.
     """
+    if init is not None:
+        from vetseg.models.files import read_model_info
+
+        kept = read_model_info(init).preprocess
+        for flag, asked, own in (
+            ("--spacing", spacing, kept.spacing),
+            ("--size", size, kept.size),
+            ("--context-slices", context_slices, kept.context_slices),
+        ):
+            if asked is not None and asked != own:
+                raise InputError(
+                    f"{init}: the model works with {flag} {own}; --init keeps its input "
+                    f"definition (asked for {asked}). Leave {flag} out."
+                )
     cfg = _stage_config(
         "human",
         config,
@@ -325,7 +345,7 @@ def train_human_cmd(
     from vetseg.labels import CORE_ORGANS
     from vetseg.training.stages import train_human
 
-    organ_list = _organ_list(organs) or CORE_ORGANS
+    organ_list = _organ_list(organs) or (None if init is not None else CORE_ORGANS)
     info = train_human(
         data,
         out,
@@ -334,6 +354,7 @@ def train_human_cmd(
         resume=resume,
         orientation_override=_code(orientation),
         cache=cache,
+        init=init,
     )
     _print_model_summary(info, out)
 

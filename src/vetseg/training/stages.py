@@ -296,24 +296,43 @@ def train_human(
     data: Path,
     out: Path,
     config: StageConfig,
-    organs: Sequence[str] = CORE_ORGANS,
+    organs: Sequence[str] | None = None,
     *,
     resume: bool = False,
     progress: bool = True,
     orientation_override: str | None = None,
     cache: Path | None = None,
+    init: Path | None = None,
 ) -> ModelInfo:
     """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch.
 
+    ``organs``: the organs to train (default: the core organs, or ``init``'s).
     ``orientation_override``: ``--orientation`` for every scan of ``data``. ``cache``: a slice
     cache (``vetseg prepare``) to read the slices from instead of decoding ``data``; ``data``
     may itself be the cache. A cache made with other settings, or from files of ``data`` that
-    changed since, is refused.
+    changed since, is refused. ``init``: a human model to start from (its weights, organs and
+    input definition, whole; a fresh optimiser): the new model records it as its parent.
     """
     from vetseg.models.human import HumanOrganNet
 
     out = Path(out)
     torch.manual_seed(config.seed)
+    parent: ModelInfo | None = None
+    if init is not None:
+        start, parent = load_model(Path(init))
+        if parent.stage != "human" or not isinstance(start, HumanOrganNet):
+            raise InputError(
+                f"{init}: --init needs a human model (this one is a {parent.stage} model)."
+            )
+        if organs is not None and tuple(organs) != parent.organs:
+            raise InputError(
+                f"{init}: the model's organs are {', '.join(parent.organs)}; --init keeps them "
+                f"(asked for {', '.join(organs)}). Leave --organs out."
+            )
+        organs = parent.organs
+        # A model's input definition never changes along its lineage: the parent's, whole.
+        config = dataclasses.replace(config, preprocess=parent.preprocess)
+    organs = tuple(organs) if organs is not None else CORE_ORGANS
     slice_cache = open_cache(data, cache, config.preprocess, organs, orientation_override)
     prepared = prepare_data(
         data,
@@ -324,10 +343,13 @@ def train_human(
         orientation_override=orientation_override,
         cache=slice_cache,
     )
-    config = dataclasses.replace(
-        config, preprocess=settle_preprocess(config.preprocess, prepared.train, slice_cache)
-    )
-    model = HumanOrganNet(n_organs=len(organs), in_channels=config.preprocess.in_channels)
+    if parent is None:
+        config = dataclasses.replace(
+            config, preprocess=settle_preprocess(config.preprocess, prepared.train, slice_cache)
+        )
+        model = HumanOrganNet(n_organs=len(organs), in_channels=config.preprocess.in_channels)
+    else:
+        model = start.train()
     _, record = _fit(model, prepared, organs, config, out, resume, progress)
     info = ModelInfo(
         model_id=new_model_id("human"),
@@ -336,8 +358,9 @@ def train_human(
         preprocess=config.preprocess,
         stage="human",
         species=prepared.dataset.species or "human",
-        parent=None,
-        synthetic_data=bool(prepared.dataset.synthetic),
+        parent=None if parent is None else parent.model_id,
+        synthetic_data=bool(prepared.dataset.synthetic)
+        or (parent is not None and parent.synthetic_data),
         real_data=prepared.dataset.has_real_cases,
         **record,
     )
