@@ -169,7 +169,9 @@ def write_preview(image: np.ndarray, reference: dict[str, np.ndarray], path: Pat
             m = mask[z, 80:400, 60:500]
             rgb[m] = 0.5 * rgb[m] + np.asarray(tint, dtype=np.float32)
         rows.append(rgb.astype(np.uint8))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    sheet = Image.fromarray(np.concatenate(rows, axis=0))
+    # Half size (a 220 px wide column) keeps the committed image small.
+    sheet.resize((sheet.width // 2, sheet.height // 2), Image.Resampling.LANCZOS).save(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -306,6 +306,12 @@ def unlabelled_volumes(model: Path, work: Path) -> dict:
     return out
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the project when it lies inside it (for model cards)."""
+    path = path.resolve()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Namespace) -> None:
     """Save the selected epoch in half precision with its log and recipe."""
     from vetseg.models.files import load_model, save_model
@@ -351,7 +357,7 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f" this invocation's wall time {seconds / 60:.0f} min.\n"
         f"Selected epoch {info.metrics.get('best_epoch')}, validation mean Dice"
         f" {info.metrics.get('val_mean_dice')} (phantoms).\n"
-        "Held-out real figures: benchmarks/results/human_model_real.json.\n"
+        f"Held-out real figures: {_shown(args.results)}.\n"
     )
     if parent_recipe is not None:
         (dest / "PARENT_MADE_BY.txt").write_text(parent_recipe)
