@@ -15,6 +15,8 @@ from vetseg.inference.postprocess import (
     _fill_holes,
     _label_components,
     clean_mask,
+    organ_pairs,
+    paired_organs_by_side,
     postprocess_labels,
     voxel_volume_ml,
 )
@@ -257,6 +259,70 @@ def test_postprocess_moves_the_left_part_before_the_organ_rules() -> None:
     assert off.left_liver_parts_to_spleen is False
     assert PostprocessConfig.from_json(off.to_json()) == off
     assert PostprocessConfig.from_json({}).left_liver_parts_to_spleen is True
+
+
+KIDNEYS = ("liver", "kidney_left", "kidney_right", "bone")
+
+
+def split_kidney_scene() -> np.ndarray:
+    """In LPS (x runs to the patient's left): a spine (4) at x 19-20, a right kidney (3) at
+    x 2-9, a left kidney (2) at x 26-33 whose medial quarter is called right, a false "left
+    kidney" piece on the right side at x 12-13 (not touching the right kidney), and a liver (1)
+    touching the left kidney."""
+    labels = np.zeros((7, 20, 40), dtype=np.uint8)
+    labels[:, 15:18, 19:21] = 4  # spine: midline 19.5
+    labels[1:6, 6:14, 2:10] = 3  # the right kidney
+    labels[1:6, 6:14, 26:34] = 2  # the left kidney ...
+    labels[1:6, 6:14, 26:28] = 3  # ... its medial quarter called right (80 voxels)
+    labels[2:4, 8:10, 12:14] = 2  # 8 voxels of "left kidney" on the right
+    labels[1:6, 14:18, 26:34] = 1  # liver touching the left kidney
+    return labels
+
+
+def test_organ_pairs_are_found_by_their_names() -> None:
+    assert organ_pairs(KIDNEYS) == [(2, 3)]
+    assert organ_pairs(("lungs", "kidney_left", "heart")) == []
+    assert organ_pairs(("a_right", "b", "a_left")) == [(3, 1)]
+
+
+def test_kidney_voxels_take_the_side_of_the_midline_they_lie_on() -> None:
+    labels = split_kidney_scene()
+    out = labels.copy()
+    assert paired_organs_by_side(out, KIDNEYS, "LPS") == 88
+    assert (out[1:6, 6:14, 26:34] == 2).all()  # the whole left kidney is left now
+    assert (out[2:4, 8:10, 12:14] == 3).all()  # the piece on the right is right
+    assert (out[1:6, 6:14, 2:10] == 3).all()
+    for organ in (1, 4):
+        assert np.array_equal(out == organ, labels == organ)  # no other organ changes
+    assert paired_organs_by_side(out, KIDNEYS, "LPS") == 0  # nothing left to move
+    # In RAS x runs to the patient's RIGHT: the same array reads mirrored.
+    mirrored = labels.copy()
+    paired_organs_by_side(mirrored, KIDNEYS, "RAS")
+    assert (mirrored[1:6, 6:14, 2:10] == 2).all() and (mirrored[1:6, 6:14, 26:34] == 3).all()
+    # Nothing to go by: no bone label, no bone in those slices, or no left-right x axis.
+    for organs, orientation in (
+        (("liver", "kidney_left", "kidney_right"), "LPS"),
+        (KIDNEYS, "SPL"),
+    ):
+        assert paired_organs_by_side(labels.copy(), organs, orientation) == 0
+    no_spine = labels.copy()
+    no_spine[no_spine == 4] = 0
+    assert paired_organs_by_side(no_spine, KIDNEYS, "LPS") == 0
+
+
+def test_postprocess_keeps_the_split_kidney_whole_only_with_the_side_rule() -> None:
+    labels = split_kidney_scene()
+    on = PostprocessConfig(paired_organs_by_side=True)
+    out = postprocess_labels(labels.copy(), KIDNEYS, (1.0,) * 3, on, "LPS")
+    assert (out[1:6, 6:14, 26:34] == 2).all()
+    # Off (the default), or without the orientation, the medial piece is a stray second
+    # right kidney part: dropped to background.
+    for config, orientation in ((PostprocessConfig(), "LPS"), (on, None)):
+        out = postprocess_labels(labels.copy(), KIDNEYS, (1.0,) * 3, config, orientation)
+        assert (out[1:6, 6:14, 26:28] == 0).all() and (out[1:6, 6:14, 28:34] == 2).all()
+    parsed = PostprocessConfig.from_json({"paired_organs_by_side": True})
+    assert parsed == on and PostprocessConfig.from_json(parsed.to_json()) == parsed
+    assert PostprocessConfig.from_json({}).paired_organs_by_side is False
 
 
 @pytest.mark.parametrize(("species", "expected"), [("human", "LPS"), ("rabbit", None)])
