@@ -342,15 +342,13 @@ def train_human_cmd(
         no_augment=no_augment,
         context_slices=context_slices,
     )
-    from vetseg.labels import CORE_ORGANS
     from vetseg.training.stages import train_human
 
-    organ_list = _organ_list(organs) or (None if init is not None else CORE_ORGANS)
     info = train_human(
         data,
         out,
         cfg,
-        organ_list,
+        _organ_list(organs),  # None: train_human's default (the core organs, or --init's)
         resume=resume,
         orientation_override=_code(orientation),
         cache=cache,
