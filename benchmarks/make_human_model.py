@@ -17,7 +17,8 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
    HU shifts, slightly worse at the HU the data were drawn at
    (``benchmarks/results/hu_offset_experiment.json``).
 4. ``vetseg train-human WORK/data --out WORK/model`` (or ``WORK/data_hu``) at 1.5 mm pixels in
-   128 px tiles.
+   128 px tiles; the model records that it runs on 192 px tiles when it segments a scan
+   (``--tile``; measured by ``benchmarks/inference_tile.py``).
 5. The selected epoch is saved in half precision to ``src/vetseg/assets/human_model`` with its
    log and MADE_BY.txt.
 6. Held-out real check: the real DICOM series ``totalseg_example/dicom_series`` (another
@@ -138,6 +139,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=192,
+        help="Tile the model runs on when it segments a scan (192: measured by"
+        " benchmarks/inference_tile.py; training uses --size tiles).",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--val-slices", type=int, default=192)
@@ -252,6 +260,8 @@ def main() -> None:
                 "1.5",
                 "--size",
                 str(args.size),
+                "--tile",
+                str(args.tile),
                 "--epochs",
                 str(args.epochs),
                 "--steps-per-epoch",
@@ -342,7 +352,8 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
             else ""
         )
         + "\n"
-        f"Scale: {info.preprocess.spacing} mm pixels, {info.preprocess.size} px tiles;"
+        f"Scale: {info.preprocess.spacing} mm pixels, trained on {info.preprocess.size} px"
+        f" tiles, run on {info.preprocess.tile_size} px tiles;"
         f" intensity statistics {info.preprocess.intensity}.\n"
         + (
             f"Started from: the human model {info.parent} ({args.init}), fine-tuned; its own"

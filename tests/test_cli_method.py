@@ -43,8 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("method")
     _ok(["phantoms", str(root / "human"), "--species", "human", "--cases", "3", "--seed", "1"])
     _ok(["phantoms", str(root / "rabbit"), "--species", "rabbit", "--cases", "3", "--seed", "2"])
-    # 6 mm pixels: a 384 mm human phantom is one 64 px tile (the rabbit then gets 2.1 mm).
-    human_args = ["--epochs", "1", "--spacing", "6", *FAST]
+    # 6 mm pixels: a 384 mm human phantom is one 64 px tile (the rabbit then gets 2.1 mm);
+    # segmenting runs it on 96 px tiles (--tile).
+    human_args = ["--epochs", "1", "--spacing", "6", "--tile", "96", *FAST]
     _ok(["train-human", str(root / "human"), "--out", str(root / "hm"), *human_args])
     config = root / "transfer.json"
     config.write_text(json.dumps({"epochs": 2, "freeze_epochs": 1, "lr": 1e-3}))
@@ -78,6 +79,10 @@ def test_models_record_lineage_settings_and_split(trained: dict[str, Path]) -> N
     assert rabbit["training"]["config"]["epochs"] == 2  # from --config
     assert rabbit["training"]["config"]["freeze_epochs"] == 1
     assert rabbit["training"]["config"]["tversky_beta"] == 0.7  # transfer default kept
+    # The human model's inference tile is recorded and its own: the animal model runs on its
+    # training tiles unless it is given one.
+    assert human["preprocess"]["tile"] == 96 and human["preprocess"]["size"] == 64
+    assert rabbit["preprocess"]["tile"] is None and rabbit["preprocess"]["size"] == 64
     # Physical scale: the rabbit model's pixels are the human's times the rabbit's body scale,
     # and it keeps the human model's intensity statistics (its stem learned them).
     assert human["preprocess"]["spacing"] == 6.0
@@ -354,7 +359,28 @@ def test_train_human_init_fine_tunes_a_human_model_and_records_it(
     unperturbed, _ = load_model(trained["human"])
     assert 0 < distance(child_net, parent_net) < 0.2 * distance(unperturbed, parent_net)
 
+    # --tile with --init: the inference tile changes, nothing else of the input definition.
+    retiled = tmp_path / "retiled"
+    _ok(
+        [
+            "train-human",
+            str(data),
+            "--out",
+            str(retiled),
+            *init,
+            "--tile",
+            "128",
+            "--epochs",
+            "1",
+            *FAST,
+        ]
+    )
+    _, info_128 = load_model(retiled)
+    assert info_128.preprocess == dataclasses.replace(parent.preprocess, tile=128)
+    assert parent.preprocess.tile == 96 and info_128.preprocess.tile_size == 128
+
     args = ["train-human", str(data), "--out", str(tmp_path / "x"), "--init", str(parent_dir)]
+    _fails_cleanly([*args, "--tile", "100"], "inference tile 100 must be a multiple of 32")
     _fails_cleanly([*args, "--spacing", "3"], "--spacing 6.0", "Leave --spacing out")
     _fails_cleanly([*args, "--organs", "liver"], "--init keeps them", "Leave --organs out")
     _fails_cleanly([*args[:-1], str(trained["rabbit_model"])], "needs a human model")

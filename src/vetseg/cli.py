@@ -214,14 +214,16 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
     size = options.pop("size", None)
     spacing = options.pop("spacing", None)
     context = options.pop("context_slices", None)
+    tile = options.pop("tile", None)
     no_augment = options.pop("no_augment", False)
     changes = {k: v for k, v in options.items() if v is not None}
-    if size is not None or spacing is not None or context is not None:
+    if size is not None or spacing is not None or context is not None or tile is not None:
         changes["preprocess"] = dataclasses.replace(
             base.preprocess,
             size=size if size is not None else base.preprocess.size,
             spacing=spacing if spacing is not None else base.preprocess.spacing,
             context_slices=context if context is not None else base.preprocess.context_slices,
+            tile=tile if tile is not None else base.preprocess.tile,
         )
     if no_augment:
         changes["augment"] = AugmentConfig(enabled=False)
@@ -297,6 +299,12 @@ def train_human_cmd(
         help="Slice cache from vetseg prepare: slices are read from it, not decoded (DATA may "
         "also be the cache itself).",
     ),
+    tile: int | None = typer.Option(
+        None,
+        "--tile",
+        help="Tile the model runs on when it segments a scan, in pixels (default: --size; "
+        "with --init, the parent's). Training still uses --size tiles.",
+    ),
     init: Path | None = typer.Option(
         None,
         "--init",
@@ -341,6 +349,7 @@ def train_human_cmd(
         val_slices=val_slices,
         no_augment=no_augment,
         context_slices=context_slices,
+        tile=tile,
     )
     from vetseg.training.stages import train_human
 

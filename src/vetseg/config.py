@@ -43,6 +43,11 @@ class PreprocessConfig:
             network sees ``1 + 2 * context_slices`` channels, slices ``z - N .. z + N`` (the
             end slices repeated at the volume's ends), all on the model grid. 0 (the default):
             the patent's one-channel stem, each slice seen alone.
+        tile: the tile (pixels) the network runs on when it segments a scan, when that differs
+            from the training tile ``size``: the network is fully convolutional, and a larger
+            tile shows it more of the body at once (both kidneys and the spine in one tile).
+            None: ``size``. Only for models with a pixel spacing; chosen by measurement (the
+            shipped human model: trained on 128 px tiles, run on 192 px, see README).
     """
 
     window: tuple[float, float] = (-1000.0, 1000.0)
@@ -51,6 +56,7 @@ class PreprocessConfig:
     spacing: float | None = None
     intensity: tuple[float, float] | None = None
     context_slices: int = 0
+    tile: int | None = None
 
     def __post_init__(self) -> None:
         if self.window[0] >= self.window[1]:
@@ -65,6 +71,20 @@ class PreprocessConfig:
             )
         if self.intensity is not None and not self.intensity[1] > 0:
             raise InputError(f"intensity scale must be positive, got {self.intensity}.")
+        if self.tile is not None:
+            if isinstance(self.tile, bool) or not isinstance(self.tile, int):
+                raise InputError(
+                    f"inference tile must be a whole number of pixels, got {self.tile!r}."
+                )
+            if self.tile < 32 or self.tile % 32:
+                raise InputError(
+                    f"inference tile {self.tile} must be a multiple of 32 and at least 32."
+                )
+            if self.spacing is None:
+                raise InputError(
+                    "an inference tile needs a model with a pixel spacing (a legacy model "
+                    "squashes every slice to its input size)."
+                )
         context = self.context_slices
         whole = isinstance(context, int) and not isinstance(context, bool)
         if not whole or not 0 <= context <= MAX_CONTEXT_SLICES:
@@ -72,6 +92,11 @@ class PreprocessConfig:
                 f"context slices must be a whole number from 0 to {MAX_CONTEXT_SLICES} "
                 f"(neighbours on each side), got {context!r}."
             )
+
+    @property
+    def tile_size(self) -> int:
+        """The tile (pixels) the network runs on at inference: ``tile``, else ``size``."""
+        return self.tile if self.tile is not None else self.size
 
     @property
     def in_channels(self) -> int:

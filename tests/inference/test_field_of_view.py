@@ -10,6 +10,7 @@ size, per-slice statistics) fails these tests; see the last one.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from vetseg.config import PreprocessConfig
 from vetseg.data.phantoms import make_phantom
+from vetseg.errors import InputError
 from vetseg.inference.engines import OnnxEngine, export_onnx
 from vetseg.inference.segmenter import Segmenter
 from vetseg.io.image import ImageMeta
@@ -49,9 +51,12 @@ class BandNet(nn.Module):
         return 20.0 * (self.half_width - (local - self.centre).abs())
 
 
-def _segmenter(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+def _segmenter(
+    engine: str, tmp_path_factory: pytest.TempPathFactory, tile: int | None = None
+) -> Segmenter:
     model = BandNet(PREPROCESS).eval()
-    info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, PREPROCESS, "test")
+    preprocess = dataclasses.replace(PREPROCESS, tile=tile)
+    info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, preprocess, "test")
     if engine == "torch":
         return Segmenter(model, info, batch_size=8)
     info.weights_sha256 = "b" * 64
@@ -72,11 +77,14 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnx"])
+@pytest.mark.parametrize("tile", [None, 64])
 def test_padding_with_air_and_cropping_keep_the_labels(
-    engine: str, rabbit: tuple, tmp_path_factory: pytest.TempPathFactory
+    engine: str, tile: int | None, rabbit: tuple, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """Also for a model run on larger tiles than it trained on (``tile``; the ONNX file is
+    then exported at that size)."""
     ct, spacing = rabbit
-    segmenter = _segmenter(engine, tmp_path_factory)
+    segmenter = _segmenter(engine, tmp_path_factory, tile)
     meta = ImageMeta(spacing=spacing, origin=(0.0, 0.0, 0.0))
     base = segmenter.predict(ct, meta).labels
 
@@ -104,6 +112,59 @@ def test_padding_with_air_and_cropping_keep_the_labels(
         assert _dice(reference, shared == label) >= 0.98, ("padded", ORGANS[label - 1])
         inside = reference[:, y0:y1, x0:x1]
         assert _dice(inside, on_crop == label) >= 0.98, ("cropped", ORGANS[label - 1])
+
+
+class ShapeSpy(BandNet):
+    """BandNet that records the spatial size of every batch it is given."""
+
+    def __init__(self, preprocess: PreprocessConfig) -> None:
+        super().__init__(preprocess)
+        self.seen: set[tuple[int, int]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add((int(x.shape[-2]), int(x.shape[-1])))
+        return super().forward(x)
+
+
+def test_an_inference_tile_is_what_the_network_is_run_on(rabbit: tuple) -> None:
+    """``PreprocessConfig.tile``: trained on ``size`` tiles, run on ``tile`` ones. A local
+    network gives the same labels inside the body either way; the tiles it is handed are the
+    larger ones. (Outside the body's box the larger tile reaches further: this network calls
+    the skin's edge, between air and tissue, "lungs" there.)"""
+    ct, spacing = rabbit
+    meta = ImageMeta(spacing=spacing, origin=(0.0, 0.0, 0.0))
+    labels, seen = {}, {}
+    for tile in (None, 96):
+        preprocess = dataclasses.replace(PREPROCESS, tile=tile)
+        model = ShapeSpy(preprocess).eval()
+        info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, preprocess, "test")
+        labels[tile] = Segmenter(model, info, batch_size=8).predict(ct, meta).labels
+        seen[tile] = model.seen
+    assert seen == {None: {(32, 32)}, 96: {(96, 96)}}
+    body = np.stack([ndimage.binary_fill_holes(s > -400) for s in ct])  # lungs inside
+    for label in range(1, len(ORGANS) + 1):
+        small, large = (labels[None] == label) & body, (labels[96] == label) & body
+        assert small.sum() > 100, ORGANS[label - 1]
+        assert _dice(small, large) >= 0.98, ORGANS[label - 1]
+
+
+@pytest.mark.parametrize(
+    ("tile", "message"),
+    [
+        (100, "inference tile 100 must be a multiple of 32"),
+        (0, "inference tile 0 must be a multiple of 32 and at least 32"),
+        (96.0, "inference tile must be a whole number of pixels"),
+        (True, "inference tile must be a whole number of pixels"),
+    ],
+)
+def test_a_bad_inference_tile_is_refused(tile: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        dataclasses.replace(PREPROCESS, tile=tile)
+
+
+def test_an_inference_tile_needs_a_pixel_spacing() -> None:
+    with pytest.raises(InputError, match="inference tile needs a model with a pixel spacing"):
+        PreprocessConfig(size=32, tile=64)
 
 
 def _volumes_at(
@@ -195,3 +256,15 @@ def test_the_shipped_human_model_finds_the_same_volumes_at_half_and_one_millimet
     assert large.sum() >= 5  # liver, spleen, kidneys, bone, stomach, ... are found
     relative = np.abs(volumes[0.5] - volumes[1.0])[large] / volumes[0.5][large]
     assert relative.max() <= 0.05, dict(zip(segmenter.organs, volumes[0.5], strict=True))
+
+
+def test_the_inference_tile_round_trips_in_model_json_and_old_files_have_none(
+    tmp_path: Path,
+) -> None:
+    preprocess = dataclasses.replace(PREPROCESS, tile=64)
+    info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, preprocess, "test")
+    record = info.to_json()
+    assert ModelInfo.from_json(record, tmp_path).preprocess == preprocess
+    record["preprocess"].pop("tile")  # a model.json written before the field existed
+    old = ModelInfo.from_json(record, tmp_path).preprocess
+    assert old.tile is None and old.tile_size == PREPROCESS.size

@@ -357,7 +357,7 @@ def run_export(model: Path, onnx: Path, console: Console | None = None) -> float
     difference = probability_difference(
         network,
         OnnxEngine(payload),
-        info.preprocess.size,
+        info.preprocess.tile_size,
         channels=info.preprocess.in_channels,
     )
     if difference > 1e-3:
@@ -368,7 +368,7 @@ def run_export(model: Path, onnx: Path, console: Console | None = None) -> float
     atomic_write_bytes(Path(onnx), payload)
     console.print(
         f"wrote {onnx}: ONNX Runtime probabilities within {difference:.1e} of PyTorch's "
-        f"({info.preprocess.size} x {info.preprocess.size} input, batch axis dynamic)",
+        f"({info.preprocess.tile_size} x {info.preprocess.tile_size} input, batch axis dynamic)",
         highlight=False,
         soft_wrap=True,
     )

@@ -159,7 +159,7 @@ def export_onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     import onnx
     import torch
 
-    size = info.preprocess.size
+    size = info.preprocess.tile_size
     model = model.eval()
     dummy = torch.zeros(1, info.preprocess.in_channels, size, size)
     buffer = io.BytesIO()

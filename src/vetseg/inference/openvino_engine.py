@@ -126,7 +126,7 @@ def blob_key(info: ModelInfo, precision: str) -> dict[str, Any]:
     return {
         "model_id": info.model_id,
         "weights_sha256": info.weights_sha256,
-        "input_size": info.preprocess.size,
+        "input_size": info.preprocess.tile_size,
         "organs": list(info.organs),
         "precision": precision,
         "openvino": openvino_version(),

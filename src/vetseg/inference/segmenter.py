@@ -249,9 +249,9 @@ class Segmenter:
         ``slices_hu`` is a batch from :meth:`_batch`: for a model with ``context_slices = N``
         it holds ``N`` neighbours on each side, ``[b + 2N, y, x]``, and the network gets every
         slice's stack of ``1 + 2N`` channels. The slices go to the model grid
-        (:func:`~vetseg.data.preprocess.to_model_grid`), through the engine in ``size x size``
-        tiles (:func:`~vetseg.data.preprocess.tiled_logits`), and back. ``release``: the engine
-        frees its working memory after this batch (a scan's last).
+        (:func:`~vetseg.data.preprocess.to_model_grid`), through the engine in tiles of
+        ``tile_size`` pixels (:func:`~vetseg.data.preprocess.tiled_logits`), and back.
+        ``release``: the engine frees its working memory after this batch (a scan's last).
         """
         from vetseg.data.preprocess import (
             body_level,
@@ -268,7 +268,7 @@ class Segmenter:
             image = stack_context(image, pre.context_slices)
         pending = [0]
         body = body_level(pre)
-        n_tiles = len(plan_tiles(image, pre.size, body))
+        n_tiles = len(plan_tiles(image, pre.tile_size, body))
 
         def run(batch: np.ndarray) -> np.ndarray:
             pending[0] += batch.shape[0]
@@ -276,7 +276,7 @@ class Segmenter:
             raw = self.engine(batch, release=True) if last else self.engine(batch)
             return np.asarray(raw, dtype=np.float32)
 
-        logits = tiled_logits(run, image, pre.size, pad_value(pre), self.batch_size, body)
+        logits = tiled_logits(run, image, pre.tile_size, pad_value(pre), self.batch_size, body)
         # Logits, not masks, go back, so borders are decided at the scan's resolution.
         return logits_to_native(logits, grid)
 

@@ -311,7 +311,8 @@ def train_human(
     cache (``vetseg prepare``) to read the slices from instead of decoding ``data``; ``data``
     may itself be the cache. A cache made with other settings, or from files of ``data`` that
     changed since, is refused. ``init``: a human model to start from (its weights, organs and
-    input definition, whole; a fresh optimiser): the new model records it as its parent.
+    input definition, whole, but for an inference tile set in ``config``; a fresh optimiser):
+    the new model records it as its parent.
     """
     from vetseg.models.human import HumanOrganNet
 
@@ -330,8 +331,12 @@ def train_human(
                 f"(asked for {', '.join(organs)}). Leave --organs out."
             )
         organs = parent.organs
-        # A model's input definition never changes along its lineage: the parent's, whole.
-        config = dataclasses.replace(config, preprocess=parent.preprocess)
+        # A model's input definition never changes along its lineage: the parent's, whole,
+        # except the inference tile when one is asked for (it does not change the weights).
+        preprocess = parent.preprocess
+        if config.preprocess.tile is not None:
+            preprocess = dataclasses.replace(preprocess, tile=config.preprocess.tile)
+        config = dataclasses.replace(config, preprocess=preprocess)
     organs = tuple(organs) if organs is not None else CORE_ORGANS
     slice_cache = open_cache(data, cache, config.preprocess, organs, orientation_override)
     prepared = prepare_data(
@@ -494,6 +499,8 @@ def transfer(
         intensity=base.intensity if transferred and intensity == "human" else None,
         # The animal model's own choice: a one-channel human stem is widened to it.
         context_slices=config.preprocess.context_slices,
+        # Its own too: the human model's inference tile was measured on human scans.
+        tile=config.preprocess.tile,
     )
     if resolved is not None and preprocess.intensity is None:
         # From the animal data: a model from random weights, intensity="animal", or a legacy

@@ -135,7 +135,7 @@ def uncertainty_score(
             )
             image = stack_context(image, context)
             fill = pad_value(preprocess)
-            logits = tiled_logits(run, image, preprocess.size, fill, batch_size, body_model)
+            logits = tiled_logits(run, image, preprocess.tile_size, fill, batch_size, body_model)
             logits = logits_to_native(logits, grid)
             body = torch.from_numpy(chunk > body_hu)
             probs = torch.sigmoid(logits.double()).clamp(1e-7, 1 - 1e-7)

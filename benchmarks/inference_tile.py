@@ -1,0 +1,218 @@
+"""Which tile a human model should run on when it segments a scan, measured; and a copy of the
+model that runs on the chosen one.
+
+The human model is trained on 128 px tiles (192 mm at 1.5 mm pixels): big enough for one organ,
+too small for the body around it. At inference a 290 mm field is covered by overlapping tiles,
+and a kidney near a tile's edge is seen without the spine or the other kidney beside it; the
+stage-2 model then called the medial part of a real left kidney "right" (HCC_009). The network
+is fully convolutional, so it can run on larger tiles than it trained on
+(``PreprocessConfig.tile``); whether that helps is measured here, per tile size, on:
+
+- the labelled real DICOM series (liver, spleen, bone, ...; TotalSegmentator labels),
+- HCC_009's kidneys, spleen and lungs (approximate HU references: benchmarks/hcc_organs.py),
+- the model's six validation phantoms (3D, ``--variety``), regenerated from their seeds.
+
+Everything is post-processed as ``vetseg segment`` writes it. The HCC_009 and series figures
+also chose the shipped model, so they are not independent of it.
+
+Usage::
+
+    python benchmarks/inference_tile.py MODEL --tiles 128,192,256 \\
+        --out benchmarks/results/inference_tile.json
+    python benchmarks/inference_tile.py MODEL --set 192 --dest DIR
+
+``--set``: DIR gets a copy of MODEL that runs on that tile: the same weights under a new model id
+whose parent is MODEL's (its labels differ, so it is another model), MADE_BY.txt extended.
+DIR may be MODEL itself (then it is replaced in place, atomically file by file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+#: Seeds of the shipped model's validation phantoms (``vetseg phantoms --seed 100``, ids of its
+#: split: human_004, human_026, ...).
+VAL_IDS = (4, 26, 30, 49, 61, 80)
+#: Files of a model folder that are kept when it is copied (caches are not).
+KEPT = ("MADE_BY.txt", "PARENT_MADE_BY.txt", "metrics.jsonl")
+#: Cached bf16 accuracy decisions, made for one model id and tile.
+CHECKS = "precision_checks.json"
+
+
+def retile(model: Path, tile: int | None, dest: Path, command: str | None = None) -> Path:
+    """Write to ``dest`` the model at ``model`` with inference tile ``tile`` (None: the
+    training tile): same weights, new model id, parent = ``model``'s id."""
+    from vetseg.fileutil import atomic_write_text
+    from vetseg.models.files import load_model, new_model_id, save_model
+
+    net, info = load_model(model)
+    old_id, old_tile = info.model_id, info.preprocess.tile_size
+    recipe = {name: (model / name).read_text() for name in KEPT if (model / name).is_file()}
+    new = dataclasses.replace(
+        info,
+        model_id=new_model_id(info.stage),
+        parent=old_id,
+        preprocess=dataclasses.replace(info.preprocess, tile=tile),
+        training={
+            **info.training,
+            "inference_tile": {
+                "tile": tile,
+                "weights_of": old_id,
+                "command": command,
+            },
+        },
+        created="",
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    for cache in [*dest.glob("openvino-*.blob"), dest / CHECKS]:
+        cache.unlink(missing_ok=True)  # compiled for the old tile and model id
+    save_model(net, dest, new, half=info.weights_dtype == "float16")
+    for name, text in recipe.items():
+        if name == "MADE_BY.txt":
+            text += (
+                f"\nInference tile: the weights of {old_id} (trained on {info.preprocess.size} px"
+                f" tiles, run on {old_tile} px) saved as {new.model_id}, run on"
+                f" {new.preprocess.tile_size} px tiles; nothing retrained."
+                + (f" Made by: {command}." if command else "")
+                + " Why and the measurement: benchmarks/inference_tile.py.\n"
+            )
+        atomic_write_text(dest / name, text)
+    return dest
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(a.sum()) + int(b.sum())
+    return None if total == 0 else round(2.0 * float((a & b).sum()) / total, 4)
+
+
+def series_figures(model: Path) -> dict:
+    """Dice per organ on the labelled real DICOM series (what vetseg segment writes)."""
+    from vetseg.inference.postprocess import PostprocessConfig
+    from vetseg.inference.segmenter import Segmenter
+    from vetseg.io.image import read_image, read_label
+    from vetseg.labels import HUMAN_ORGANS, remap_labels, totalseg_mapping
+
+    shared = ROOT.parent / "shared" / "data" / "human" / "totalseg_example"
+    image, meta = read_image(shared / "dicom_series")
+    raw, _ = read_label(
+        shared / "seg_dicom_series.nii.gz", reference=meta, reference_shape=image.shape
+    )
+    reference = remap_labels(
+        raw.astype(np.int64), totalseg_mapping(HUMAN_ORGANS), HUMAN_ORGANS, strict=False
+    )
+    segmenter = Segmenter.load(model, postprocess=PostprocessConfig())
+    labels = segmenter.predict(image, meta).labels
+    out = {}
+    for k, organ in enumerate(segmenter.organs, 1):
+        truth = reference == HUMAN_ORGANS.index(organ) + 1 if organ in HUMAN_ORGANS else None
+        if truth is not None and truth.any():
+            out[organ] = _dice(labels == k, truth)
+    return out
+
+
+def phantom_figures(model: Path, variety: str) -> dict:
+    """Mean Dice per organ over the validation phantoms (3D, post-processed)."""
+    from vetseg.data.phantoms import make_phantom
+    from vetseg.inference.postprocess import PostprocessConfig
+    from vetseg.inference.segmenter import Segmenter
+    from vetseg.io.image import ImageMeta
+
+    segmenter = Segmenter.load(model, postprocess=PostprocessConfig())
+    per_organ: dict[str, list[float]] = {}
+    for k in VAL_IDS:
+        phantom = make_phantom("human", np.random.default_rng([100, k]), True, variety)
+        meta = ImageMeta(spacing=tuple(float(s) for s in phantom.spacing), origin=phantom.origin)
+        labels = segmenter.predict(phantom.ct.astype(np.float32), meta).labels
+        for i, organ in enumerate(segmenter.organs, 1):
+            if organ not in phantom.organs:
+                continue
+            truth = phantom.labels == phantom.organs.index(organ) + 1
+            value = _dice(labels == i, truth)
+            if value is not None:
+                per_organ.setdefault(organ, []).append(value)
+    means = {organ: round(float(np.mean(v)), 4) for organ, v in per_organ.items()}
+    return {"per_organ": means, "mean": round(float(np.mean(list(means.values()))), 4)}
+
+
+def measure(model: Path, tiles: list[int], variety: str) -> dict:
+    import hcc_organs
+
+    from vetseg.io.image import read_image
+
+    image, meta = read_image(hcc_organs.SCAN)
+    reference = hcc_organs.approximate_organs(image)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tile in tiles:
+            started = time.perf_counter()
+            copy = retile(model, tile, Path(tmp) / f"tile_{tile}")
+            hcc = hcc_organs.score(copy, image, meta, reference)
+            out[str(tile)] = {
+                "series": series_figures(copy),
+                "hcc_009": {o: (v or {}).get("dice") for o, v in hcc["organs"].items()},
+                "hcc_009_ml": {o: (v or {}).get("predicted_ml") for o, v in hcc["organs"].items()},
+                "validation_phantoms": phantom_figures(copy, variety),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(tile, json.dumps(out[str(tile)]), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--tiles", help="comma-separated tile sizes to measure, e.g. 128,192")
+    parser.add_argument("--variety", default="wide-kidneys", help="of the validation phantoms")
+    parser.add_argument("--out", type=Path, help="JSON of the measurement")
+    parser.add_argument("--set", type=int, dest="tile", help="write a copy that runs on this tile")
+    parser.add_argument("--dest", type=Path, help="where --set writes the model")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/inference_tile.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    if args.tile is not None:
+        if args.dest is None:
+            parser.error("--set needs --dest")
+        if args.dest.resolve() == args.model.resolve():
+            # Staged beside it (same file system), then each file moved over its old self.
+            with tempfile.TemporaryDirectory(dir=args.dest.resolve().parent) as tmp:
+                staged = retile(args.model, args.tile, Path(tmp) / "model", command)
+                for cache in [*args.dest.glob("openvino-*.blob"), args.dest / CHECKS]:
+                    cache.unlink(missing_ok=True)  # compiled for the old tile and model id
+                for path in staged.iterdir():
+                    path.replace(args.dest / path.name)
+        else:
+            retile(args.model, args.tile, args.dest, command)
+        print("wrote", args.dest)
+        return
+    if not args.tiles or args.out is None:
+        parser.error("give --tiles and --out (measure), or --set and --dest (write a copy)")
+    from vetseg.fileutil import atomic_write_json
+    from vetseg.models.files import read_model_info
+
+    info = read_model_info(args.model)
+    result = {
+        "command": command,
+        "model_id": info.model_id,
+        "trained_on_tiles": info.preprocess.size,
+        "note": "HCC_009 references are approximate (HU thresholds); the series and HCC_009 also"
+        " chose the shipped model, so these figures are not independent of it.",
+        "tiles": measure(args.model, [int(t) for t in args.tiles.split(",")], args.variety),
+    }
+    atomic_write_json(args.out, result)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
