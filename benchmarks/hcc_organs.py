@@ -29,6 +29,7 @@ them).
 Usage::
 
     python benchmarks/hcc_organs.py MODEL [MODEL ...] --out FILE.json [--preview FILE.png]
+        [--fov MM]   # the scan cut to a centred field of MM first, as a smaller reconstruction
 """
 
 from __future__ import annotations
@@ -174,6 +175,26 @@ def write_preview(image: np.ndarray, reference: dict[str, np.ndarray], path: Pat
     sheet.resize((sheet.width // 2, sheet.height // 2), Image.Resampling.LANCZOS).save(path)
 
 
+def cut_field(image: np.ndarray, meta, reference: dict[str, np.ndarray], fov_mm: float):
+    """The scan and its references cut to a centred in-plane field of ``fov_mm`` (a scanner
+    that reconstructs a smaller field: the body may be cut at the sides), with the origin of
+    the cut so that it stays where it was in the patient."""
+    import dataclasses
+
+    n = int(round(fov_mm / meta.spacing[0]))
+    if not 0 < n <= min(image.shape[1:]):
+        raise ValueError(f"a {fov_mm} mm field does not fit the scan's {image.shape[1:]} pixels")
+    y0, x0 = (image.shape[1] - n) // 2, (image.shape[2] - n) // 2
+    window = (slice(None), slice(y0, y0 + n), slice(x0, x0 + n))
+    origin = (
+        meta.origin[0] + x0 * meta.spacing[0],
+        meta.origin[1] + y0 * meta.spacing[1],
+        meta.origin[2],
+    )
+    cut = {k: np.ascontiguousarray(v[window]) for k, v in reference.items()}
+    return np.ascontiguousarray(image[window]), dataclasses.replace(meta, origin=origin), cut
+
+
 def main(argv: list[str] | None = None) -> None:
     from vetseg.fileutil import atomic_write_json
     from vetseg.io.image import read_image
@@ -184,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preview", type=Path, help="PNG of the reference on six slices")
     parser.add_argument("--rules", type=Path, help="post-processing rules (as vetseg segment)")
+    parser.add_argument(
+        "--fov",
+        type=float,
+        help="cut the scan to a centred field of this many mm first (the body cut at the sides)",
+    )
     args = parser.parse_args(argv)
     if not args.scan.exists():
         raise SystemExit(f"{args.scan} is missing (../shared/data holds it)")
@@ -195,11 +221,18 @@ def main(argv: list[str] | None = None) -> None:
     reference = approximate_organs(image)
     if args.preview:
         write_preview(image, reference, args.preview)
+    if args.fov is not None:
+        image, meta, reference = cut_field(image, meta, reference, args.fov)
     result = {
         "command": "python benchmarks/hcc_organs.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "scan": str(args.scan),
         "reference": "approximate: HU thresholds and connected parts (see the script), not manual",
+        "field_of_view_mm": args.fov,
+        "reference_ml": {
+            k: round(float(v.sum()) * float(np.prod(meta.spacing)) / 1000.0, 1)
+            for k, v in reference.items()
+        },
         "models": {str(m): score(m, image, meta, reference, rules) for m in args.models},
     }
     atomic_write_json(args.out, result)

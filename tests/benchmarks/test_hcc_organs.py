@@ -108,3 +108,19 @@ def test_scores_a_model_that_calls_everything_left_kidney(tmp_path: Path) -> Non
     # The tiny model has no right kidney: not scored, not counted in the kidneys' mean.
     assert organs["kidney_right"] is None
     assert row["kidney_mean_dice"] == organs["kidney_left"]["dice"]
+
+
+def test_cut_field_keeps_the_patient_where_it_was_and_cuts_the_references_alike() -> None:
+    from vetseg.io.image import ImageMeta
+
+    image = np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12)
+    meta = ImageMeta(spacing=(0.5, 0.5, 2.5), origin=(-3.0, -2.5, 7.0))
+    reference = {"spleen": image > 100}
+    cut, cut_meta, cut_reference = hcc_organs.cut_field(image, meta, reference, 3.0)
+    assert cut.shape == (2, 6, 6) and cut_reference["spleen"].shape == (2, 6, 6)
+    # Rows 2..7 and columns 3..8 of the original: the voxel's world position is unchanged.
+    np.testing.assert_array_equal(cut, image[:, 2:8, 3:9])
+    np.testing.assert_array_equal(cut_reference["spleen"], reference["spleen"][:, 2:8, 3:9])
+    assert cut_meta.origin == (-3.0 + 3 * 0.5, -2.5 + 2 * 0.5, 7.0)
+    with pytest.raises(ValueError, match="does not fit"):
+        hcc_organs.cut_field(image, meta, reference, 6.0)
