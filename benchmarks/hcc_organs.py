@@ -30,6 +30,7 @@ Usage::
 
     python benchmarks/hcc_organs.py MODEL [MODEL ...] --out FILE.json [--preview FILE.png]
         [--fov MM]   # the scan cut to a centred field of MM first, as a smaller reconstruction
+        [--shift-kidneys HU]   # HU added to the reference kidneys first (contrast timing)
 """
 
 from __future__ import annotations
@@ -195,6 +196,16 @@ def cut_field(image: np.ndarray, meta, reference: dict[str, np.ndarray], fov_mm:
     return np.ascontiguousarray(image[window]), dataclasses.replace(meta, origin=origin), cut
 
 
+def shift_organs(
+    image: np.ndarray, reference: dict[str, np.ndarray], organs: tuple[str, ...], hu: float
+) -> np.ndarray:
+    """A copy of ``image`` with ``hu`` added inside the reference masks of ``organs``."""
+    shifted = image.astype(np.float32, copy=True)
+    for organ in organs:
+        shifted[reference[organ]] += hu
+    return shifted
+
+
 def main(argv: list[str] | None = None) -> None:
     from vetseg.fileutil import atomic_write_json
     from vetseg.io.image import read_image
@@ -205,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preview", type=Path, help="PNG of the reference on six slices")
     parser.add_argument("--rules", type=Path, help="post-processing rules (as vetseg segment)")
+    parser.add_argument(
+        "--shift-kidneys",
+        type=float,
+        default=0.0,
+        metavar="HU",
+        help="add HU to the voxels of both reference kidneys first (another nephrographic"
+        " enhancement; the rest of the scan unchanged)",
+    )
     parser.add_argument(
         "--fov",
         type=float,
@@ -223,12 +242,15 @@ def main(argv: list[str] | None = None) -> None:
         write_preview(image, reference, args.preview)
     if args.fov is not None:
         image, meta, reference = cut_field(image, meta, reference, args.fov)
+    if args.shift_kidneys:
+        image = shift_organs(image, reference, ("kidney_left", "kidney_right"), args.shift_kidneys)
     result = {
         "command": "python benchmarks/hcc_organs.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "scan": str(args.scan),
         "reference": "approximate: HU thresholds and connected parts (see the script), not manual",
         "field_of_view_mm": args.fov,
+        "kidneys_shifted_hu": args.shift_kidneys,
         "reference_ml": {
             k: round(float(v.sum()) * float(np.prod(meta.spacing)) / 1000.0, 1)
             for k, v in reference.items()

@@ -124,3 +124,12 @@ def test_cut_field_keeps_the_patient_where_it_was_and_cuts_the_references_alike(
     assert cut_meta.origin == (-3.0 + 3 * 0.5, -2.5 + 2 * 0.5, 7.0)
     with pytest.raises(ValueError, match="does not fit"):
         hcc_organs.cut_field(image, meta, reference, 6.0)
+
+
+def test_shift_organs_moves_only_the_named_organs() -> None:
+    image = np.zeros((1, 3, 3), dtype=np.int16)
+    reference = {"kidney_left": np.zeros((1, 3, 3), bool), "spleen": np.ones((1, 3, 3), bool)}
+    reference["kidney_left"][0, 1, 1] = True
+    shifted = hcc_organs.shift_organs(image, reference, ("kidney_left",), 60.0)
+    assert shifted[0, 1, 1] == 60.0 and shifted.sum() == 60.0
+    assert image.sum() == 0  # the scan itself is not changed
