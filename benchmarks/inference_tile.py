@@ -52,7 +52,9 @@ CHECKS = "precision_checks.json"
 
 def retile(model: Path, tile: int | None, dest: Path, command: str | None = None) -> Path:
     """Write to ``dest`` the model at ``model`` with inference tile ``tile`` (None: the
-    training tile): same weights, new model id, parent = ``model``'s id."""
+    training tile): same weights, new model id, parent = ``model``'s id. ``dest`` may be
+    ``model`` itself: everything is read before anything is written, and every file is
+    replaced atomically."""
     from vetseg.fileutil import atomic_write_text
     from vetseg.models.files import load_model, new_model_id, save_model
 
@@ -96,29 +98,18 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if total == 0 else round(2.0 * float((a & b).sum()) / total, 4)
 
 
-def series_figures(model: Path) -> dict:
-    """Dice per organ on the labelled real DICOM series (what vetseg segment writes)."""
-    from vetseg.inference.postprocess import PostprocessConfig
-    from vetseg.inference.segmenter import Segmenter
-    from vetseg.io.image import read_image, read_label
-    from vetseg.labels import HUMAN_ORGANS, remap_labels, totalseg_mapping
+def series_figures(model: Path, held_out: Path) -> dict:
+    """Dice per organ on the labelled real DICOM series, scored as ``vetseg evaluate`` scores
+    what ``vetseg segment`` writes (``held_out``: make_human_model.py's copy of the series);
+    only the organs the reference holds."""
+    from vetseg.training.evaluation import evaluate
 
-    shared = ROOT.parent / "shared" / "data" / "human" / "totalseg_example"
-    image, meta = read_image(shared / "dicom_series")
-    raw, _ = read_label(
-        shared / "seg_dicom_series.nii.gz", reference=meta, reference_shape=image.shape
-    )
-    reference = remap_labels(
-        raw.astype(np.int64), totalseg_mapping(HUMAN_ORGANS), HUMAN_ORGANS, strict=False
-    )
-    segmenter = Segmenter.load(model, postprocess=PostprocessConfig())
-    labels = segmenter.predict(image, meta).labels
-    out = {}
-    for k, organ in enumerate(segmenter.organs, 1):
-        truth = reference == HUMAN_ORGANS.index(organ) + 1 if organ in HUMAN_ORGANS else None
-        if truth is not None and truth.any():
-            out[organ] = _dice(labels == k, truth)
-    return out
+    result = evaluate(model, held_out)
+    return {
+        organ: round(dice, 4)
+        for organ, dice in result["per_organ"].items()
+        if dice is not None and result["summary"][organ]["ok"]
+    }
 
 
 def phantom_figures(model: Path, variety: str) -> dict:
@@ -147,6 +138,7 @@ def phantom_figures(model: Path, variety: str) -> dict:
 
 def measure(model: Path, tiles: list[int], variety: str) -> dict:
     import hcc_organs
+    from make_human_model import write_held_out
 
     from vetseg.io.image import read_image
 
@@ -154,12 +146,13 @@ def measure(model: Path, tiles: list[int], variety: str) -> dict:
     reference = hcc_organs.approximate_organs(image)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        held_out = write_held_out(Path(tmp) / "held_out_dicom_series")
         for tile in tiles:
             started = time.perf_counter()
             copy = retile(model, tile, Path(tmp) / f"tile_{tile}")
             hcc = hcc_organs.score(copy, image, meta, reference)
             out[str(tile)] = {
-                "series": series_figures(copy),
+                "series": series_figures(copy, held_out),
                 "hcc_009": {o: (v or {}).get("dice") for o, v in hcc["organs"].items()},
                 "hcc_009_ml": {o: (v or {}).get("predicted_ml") for o, v in hcc["organs"].items()},
                 "validation_phantoms": phantom_figures(copy, variety),
@@ -184,16 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tile is not None:
         if args.dest is None:
             parser.error("--set needs --dest")
-        if args.dest.resolve() == args.model.resolve():
-            # Staged beside it (same file system), then each file moved over its old self.
-            with tempfile.TemporaryDirectory(dir=args.dest.resolve().parent) as tmp:
-                staged = retile(args.model, args.tile, Path(tmp) / "model", command)
-                for cache in [*args.dest.glob("openvino-*.blob"), args.dest / CHECKS]:
-                    cache.unlink(missing_ok=True)  # compiled for the old tile and model id
-                for path in staged.iterdir():
-                    path.replace(args.dest / path.name)
-        else:
-            retile(args.model, args.tile, args.dest, command)
+        retile(args.model, args.tile, args.dest, command)
         print("wrote", args.dest)
         return
     if not args.tiles or args.out is None:
