@@ -16,7 +16,8 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
    cases unchanged; each real copy gets its own offsets). Tried at 60 30: far more robust to
    HU shifts, slightly worse at the HU the data were drawn at
    (``benchmarks/results/hu_offset_experiment.json``).
-4. ``vetseg train-human WORK/data --out WORK/model`` (or ``WORK/data_hu``) at 1.5 mm pixels in
+4. ``vetseg train-human WORK/data --out WORK/model`` (or ``WORK/data_hu``; ``--hu-shift P``: the
+   same kind of shift drawn afresh per training slice instead) at 1.5 mm pixels in
    128 px tiles; the model records that it runs on 192 px tiles when it segments a scan
    (``--tile``; measured by ``benchmarks/inference_tile.py``).
 5. The selected epoch is saved in half precision to ``src/vetseg/assets/human_model`` with its
@@ -164,6 +165,15 @@ def main() -> None:
         " the data as drawn. 60 30 was tried: results/hu_offset_experiment.json.",
     )
     parser.add_argument(
+        "--hu-shift",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="Online instead of --hu-offset's fixed copy: each training slice's soft tissue is"
+        " moved with chance P by up to +-40 HU and each organ's by +-20 HU more, drawn afresh"
+        " every time (train-human --hu-shift; 0, the default: off).",
+    )
+    parser.add_argument(
         "--real-phases",
         action="store_true",
         help="Write each real copy as a contrast-phase variant of the non-contrast real CT"
@@ -280,6 +290,7 @@ def main() -> None:
                 "--val-slices",
                 str(args.val_slices),
                 *(["--init", str(args.init)] if args.init else []),
+                *(["--hu-shift", str(args.hu_shift)] if args.hu_shift else []),
             ],
             log=work / "train.log",
         )
@@ -346,6 +357,13 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"
         f" +-{args.hu_offset[0]:g} HU per case and +-{args.hu_offset[1]:g} HU per organ"
         " (benchmarks/hu_offset_data.py; 0 0: none)."
+        + (
+            f" Each training slice's soft tissue moved with chance {args.hu_shift:g} by up to"
+            " +-40 HU and +-20 HU more per organ, drawn afresh per sample (train-human"
+            " --hu-shift)."
+            if args.hu_shift
+            else ""
+        )
         + (
             " Real copies as contrast-phase variants (vetseg.data.phases)."
             if args.real_phases

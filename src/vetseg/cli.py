@@ -216,6 +216,7 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
     context = options.pop("context_slices", None)
     tile = options.pop("tile", None)
     no_augment = options.pop("no_augment", False)
+    hu_shift = options.pop("hu_shift", None)
     changes = {k: v for k, v in options.items() if v is not None}
     if size is not None or spacing is not None or context is not None or tile is not None:
         changes["preprocess"] = dataclasses.replace(
@@ -226,7 +227,11 @@ def _stage_config(kind: str, config_file: Path | None, **options: Any) -> Any:
             tile=tile if tile is not None else base.preprocess.tile,
         )
     if no_augment:
+        if hu_shift:
+            raise InputError("--hu-shift is an augmentation: leave out --no-augment.")
         changes["augment"] = AugmentConfig(enabled=False)
+    elif hu_shift is not None:
+        changes["augment"] = dataclasses.replace(base.augment, hu_shift=hu_shift)
     return dataclasses.replace(base, **changes)
 
 
@@ -254,6 +259,13 @@ _VAL_SLICES = typer.Option(
 _CONFIG = typer.Option(None, "--config", help="JSON file with any of these settings.")
 _RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
 _NO_AUG = typer.Option(False, "--no-augment", help="Train without augmentation.")
+_HU_SHIFT = typer.Option(
+    None,
+    "--hu-shift",
+    help="Chance (0-1) that a training slice's soft tissue is moved in HU: up to +-40 HU for"
+    " all of it and +-20 HU more per organ, as another contrast timing would (default 0: off;"
+    " ranges: hu_shift_case / hu_shift_organ under augment in --config).",
+)
 _CONTEXT = typer.Option(
     None,
     "--context-slices",
@@ -291,6 +303,7 @@ def train_human_cmd(
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
+    hu_shift: float | None = _HU_SHIFT,
     context_slices: int | None = _CONTEXT,
     orientation: str | None = _DATA_ORIENTATION,
     cache: Path | None = typer.Option(
@@ -348,6 +361,7 @@ def train_human_cmd(
         seed=seed,
         val_slices=val_slices,
         no_augment=no_augment,
+        hu_shift=hu_shift,
         context_slices=context_slices,
         tile=tile,
     )
@@ -444,6 +458,7 @@ def transfer(
     config: Path | None = _CONFIG,
     resume: bool = _RESUME,
     no_augment: bool = _NO_AUG,
+    hu_shift: float | None = _HU_SHIFT,
     scratch: bool = typer.Option(
         False, "--scratch", help="Baseline: same architecture from random weights, nothing frozen."
     ),
@@ -480,6 +495,7 @@ def transfer(
         seed=seed,
         val_slices=val_slices,
         no_augment=no_augment,
+        hu_shift=hu_shift,
         context_slices=context_slices,
     )
     from vetseg.training.stages import transfer as run_transfer

@@ -111,7 +111,14 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Per-sample augmentation probabilities (DESIGN section 4, defaults in the patent's ranges)."""
+    """Per-sample augmentation probabilities (DESIGN section 4, defaults in the patent's ranges).
+
+    ``hu_shift`` (off by default, not in the patent) is the chance that a training slice's soft
+    tissue (-200..300 HU) is moved by one offset of up to +-``hu_shift_case`` HU plus, per
+    labelled organ, up to +-``hu_shift_organ`` HU more: another contrast timing, fat content or
+    scanner calibration (:func:`vetseg.data.augment.shift_soft_tissue`). Needs a model with a
+    pixel spacing and intensity statistics (its slices are kept in HU until the last step).
+    """
 
     motion_blur: float = 0.05
     horizontal_flip: float = 0.2
@@ -120,6 +127,17 @@ class AugmentConfig:
     distortion: float = 0.2
     gauss_noise: float = 0.07
     enabled: bool = True
+    hu_shift: float = 0.0
+    hu_shift_case: float = 40.0
+    hu_shift_organ: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hu_shift <= 1.0:
+            raise InputError(f"hu_shift is a probability in [0, 1], got {self.hu_shift}.")
+        for name in ("hu_shift_case", "hu_shift_organ"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 200.0:
+                raise InputError(f"{name} must lie in [0, 200] HU, got {value}.")
 
 
 @dataclass(frozen=True)

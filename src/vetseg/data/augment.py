@@ -7,7 +7,9 @@ The same generator state therefore gives the same output, whatever the process o
 
 Pipeline, in order, each with its own probability from :class:`~vetseg.config.AugmentConfig`:
 MotionBlur, HorizontalFlip, VerticalFlip, Affine (shift-scale-rotate), one of GridDistortion /
-OpticalDistortion / ElasticTransform, GaussNoise.
+OpticalDistortion / ElasticTransform, GaussNoise. Before them, and only when
+``AugmentConfig.hu_shift`` is set, the slice's soft tissue may be moved in HU
+(:func:`shift_soft_tissue`, applied by the slice dataset while the slice is still in HU).
 
 Conventions that matter:
 
@@ -246,6 +248,51 @@ class Augmenter:
                 alpha=0.0095 * size * size, sigma=0.05 * size, p=1.0
             )
         return self._elastic[key]
+
+
+#: The HU band a soft-tissue shift moves: organs, muscle, blood, enhanced or not. Air, lung, fat
+#: below it and dense bone above it keep their values.
+SOFT_TISSUE_HU: tuple[float, float] = (-200.0, 300.0)
+
+
+def shift_soft_tissue(
+    image_hu: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    n_organs: int,
+    case_hu: float,
+    organ_hu: float,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Move a slice's soft tissue as another contrast timing, fat content or calibration would.
+
+    Every pixel in :data:`SOFT_TISSUE_HU` gets one offset drawn uniformly in ``+-case_hu``, and
+    each organ's pixels one more drawn in ``+-organ_hu`` (organ ``k`` = label ``k``; the
+    labels stay as they are). A real contrast phase moves organs by different amounts (kidneys
+    and spleen most, muscle little), hence the per-organ part; a model that tells organs apart
+    by absolute HU alone cannot follow (benchmarks/hu_shift.py). Exactly ``1 + n_organs``
+    values are drawn whatever the labels hold.
+
+    Args:
+        image_hu: ``[S, S]`` window-clipped HU, or a ``[C, S, S]`` stack of neighbouring slices
+            (the centre slice's ``labels`` then stand for every slice of the stack).
+        labels: ``[S, S]`` organ ids, 0 background.
+        rng: the sample's generator.
+        n_organs: number of organ ids (labels above it are left to the case offset).
+        case_hu: half-range of the offset shared by all soft tissue.
+        organ_hu: half-range of each organ's extra offset.
+
+    Returns:
+        ``(shifted float32 copy, case offset, per-organ offsets [n_organs])``.
+    """
+    case = float(rng.uniform(-case_hu, case_hu))
+    organ = rng.uniform(-organ_hu, organ_hu, size=n_organs).astype(np.float32)
+    table = np.concatenate([[0.0], organ]).astype(np.float32)
+    ids = np.where(labels <= n_organs, labels, 0).astype(np.intp)
+    offset = np.float32(case) + table[ids]
+    out = np.array(image_hu, dtype=np.float32, copy=True)
+    soft = (out > SOFT_TISSUE_HU[0]) & (out < SOFT_TISSUE_HU[1])
+    out += np.where(soft, np.broadcast_to(offset, out.shape), np.float32(0.0))
+    return out, case, organ
 
 
 def build_augment(config: AugmentConfig, organs: Sequence[str]) -> Augmenter:

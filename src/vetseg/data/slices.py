@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vetseg.config import AugmentConfig, PreprocessConfig
-from vetseg.data.augment import Augmenter, build_augment
+from vetseg.data.augment import Augmenter, build_augment, shift_soft_tissue
 from vetseg.data.context import neighbour_indices
 from vetseg.data.datasets import LoadedCase
 from vetseg.data.preprocess import (
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 #: One case on the model grid: ``(case_id, images [z, H, W], labels [z, H, W], presence
 #: [z, n_organs])``; the arrays may be memory-mapped (:class:`~vetseg.data.cache.LazyArray`).
 _Volume = tuple[str, Any, Any, np.ndarray]
+
+#: Last entry of the soft-tissue HU shift's generator seed ``(seed, epoch, index, stream)``.
+_HU_SHIFT_STREAM = 0x48553
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -149,6 +152,32 @@ class SliceDataset(torch.utils.data.Dataset):
         # A model with a spacing and intensity statistics keeps window-clipped HU (what the
         # slice cache stores) and applies its statistics per sample; others keep model input.
         self._stores_clipped = preprocess.spacing is not None and preprocess.intensity is not None
+        self._hu_shift: AugmentConfig | None = None
+        if augment is not None and augment.enabled and augment.hu_shift > 0:
+            if not self._stores_clipped:
+                raise InputError(
+                    "hu_shift needs a model with a pixel spacing and intensity statistics (its"
+                    " slices stay in HU until the last step)."
+                )
+            self._hu_shift = augment
+
+    def _shift_hu(self, image: np.ndarray, labels: np.ndarray, index: int) -> np.ndarray:
+        """The soft-tissue HU shift (:func:`~vetseg.data.augment.shift_soft_tissue`), with its
+        own generator so that the crop and the other augmentations draw as without it."""
+        config = self._hu_shift
+        assert config is not None
+        rng = np.random.default_rng([self.seed, self.epoch, index, _HU_SHIFT_STREAM])
+        if rng.random() >= config.hu_shift:
+            return image
+        shifted, _, _ = shift_soft_tissue(
+            image,
+            labels,
+            rng,
+            len(self.organs),
+            config.hu_shift_case,
+            config.hu_shift_organ,
+        )
+        return shifted
 
     def _model_grid(self, case: LoadedCase) -> tuple[np.ndarray, np.ndarray]:
         n_organs = len(self.organs)
@@ -243,6 +272,8 @@ class SliceDataset(torch.utils.data.Dataset):
             image = np.asarray(self._images[volume][z])
         labels = np.asarray(self._labels[volume][z])
         if self._stores_clipped:
+            if self._hu_shift is not None:
+                image = self._shift_hu(image, labels, index)
             image = apply_intensity(image, self.preprocess)
         if image.shape[-2:] != (self.size, self.size):
             image, labels = self._crop(image, labels, rng)
