@@ -342,7 +342,13 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
     epoch_s = [json.loads(line)["seconds"] for line in metrics if line.strip()]
     parent_recipe = None
     if args.init is not None and (args.init / "MADE_BY.txt").is_file():
-        parent_recipe = (args.init / "MADE_BY.txt").read_text()  # before dest may replace it
+        # Read before dest may replace it; the parent's own parents' recipes follow its own.
+        parent_recipe = (args.init / "MADE_BY.txt").read_text()
+        if (args.init / "PARENT_MADE_BY.txt").is_file():
+            parent_recipe += (
+                "\n--- the recipe of its parent, as that folder kept it ---\n\n"
+                + (args.init / "PARENT_MADE_BY.txt").read_text()
+            )
     if dest.exists():
         shutil.rmtree(dest)
     save_model(net, dest, info, half=True)

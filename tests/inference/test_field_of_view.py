@@ -219,8 +219,10 @@ def test_the_shipped_human_model_gives_the_same_labels_padded_with_air(
     """The real network, not a transparent one: EfficientNet's squeeze-and-excitation pools over
     the whole tile, so a tile that moves relative to the body changes its answer. Tiles follow
     the body (:func:`~vetseg.data.preprocess.plan_tiles`): padding the field with air must not
-    move a single label. (Tiling the whole field moved the liver's Dice to 0.92 and the
-    spleen's to 0.48 on a real CT padded with 100 mm of air: benchmarks/body_box_tiles.py.)"""
+    move a probability by more than float rounding (1/255 as stored), so a label may change
+    only where an organ's probability sits at the 0.5 decision threshold. (Tiling the whole
+    field moved the liver's Dice to 0.92 and the spleen's to 0.48 on a real CT padded with 100
+    mm of air: benchmarks/body_box_tiles.py.)"""
     from vetseg.data.preprocess import body_level
 
     shipped = Path(__file__).resolve().parents[2] / "src" / "vetseg" / "assets" / "human_model"
@@ -232,13 +234,26 @@ def test_the_shipped_human_model_gives_the_same_labels_padded_with_air(
     ct = phantom.ct[mid - 2 : mid + 2].astype(np.float32)
     spacing = tuple(float(s) for s in phantom.spacing)
     meta = ImageMeta(spacing=spacing, origin=(0.0, 0.0, 0.0))
-    base = segmenter.predict(ct, meta).labels
+    first = segmenter.predict(ct, meta, keep_probability=True)
+    base = first.labels
     assert len(np.unique(base)) >= 4  # the model finds organs here: the check is not empty
     padded = np.pad(ct, ((0, 0), (40, 71), (90, 23)), constant_values=-1000.0)
     padded_meta = ImageMeta(spacing=spacing, origin=(-90 * spacing[0], -40 * spacing[1], 0.0))
-    on_padded = segmenter.predict(padded, padded_meta).labels
-    np.testing.assert_array_equal(on_padded[:, 40 : 40 + ct.shape[1], 90 : 90 + ct.shape[2]], base)
-    assert not on_padded[:, :40].any() and not on_padded[:, :, :90].any()
+    second = segmenter.predict(padded, padded_meta, keep_probability=True)
+    window = (slice(None), slice(40, 40 + ct.shape[1]), slice(90, 90 + ct.shape[2]))
+    on_padded, probability = second.labels[window], second.probability[window]
+    assert first.probability is not None and probability is not None
+    moved = np.abs(probability.astype(np.int16) - first.probability.astype(np.int16))
+    assert moved.max() <= 1  # float rounding of the resampling, nothing more
+    changed = on_padded != base
+    # A changed label is a tie: the winning probability at 0.5 (127 or 128 of 255) either way.
+    assert np.isin(first.probability[changed], (127, 128)).all()
+    assert np.isin(probability[changed], (127, 128)).all()
+    assert changed.sum() <= 10, changed.sum()
+    for organ in np.unique(base[base > 0]):
+        a, b = base == organ, on_padded == organ
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.999, organ  # the issue asks 0.98
+    assert not second.labels[:, :40].any() and not second.labels[:, :, :90].any()
 
 
 @pytest.mark.slow
