@@ -50,17 +50,37 @@ KEPT = ("MADE_BY.txt", "PARENT_MADE_BY.txt", "metrics.jsonl")
 CHECKS = "precision_checks.json"
 
 
+def read_recipe(model: Path) -> dict[str, str]:
+    """The recipe files (:data:`KEPT`) a model folder holds, by name."""
+    return {name: (model / name).read_text() for name in KEPT if (model / name).is_file()}
+
+
+def write_derived(net, info, dest: Path, recipe: dict[str, str], note: str) -> Path:
+    """Save ``net`` under ``info`` (a new model derived from another) into ``dest`` with the
+    source's ``recipe`` files, MADE_BY.txt extended by ``note``; the folder's compiled caches
+    (made for another model id) are removed. Every file is replaced atomically."""
+    from vetseg.fileutil import atomic_write_text
+    from vetseg.models.files import save_model
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for cache in [*dest.glob("openvino-*.blob"), dest / CHECKS]:
+        cache.unlink(missing_ok=True)
+    save_model(net, dest, info, half=info.weights_dtype == "float16")
+    for name, text in recipe.items():
+        atomic_write_text(dest / name, text + note if name == "MADE_BY.txt" else text)
+    return dest
+
+
 def retile(model: Path, tile: int | None, dest: Path, command: str | None = None) -> Path:
     """Write to ``dest`` the model at ``model`` with inference tile ``tile`` (None: the
     training tile): same weights, new model id, parent = ``model``'s id. ``dest`` may be
     ``model`` itself: everything is read before anything is written, and every file is
     replaced atomically."""
-    from vetseg.fileutil import atomic_write_text
-    from vetseg.models.files import load_model, new_model_id, save_model
+    from vetseg.models.files import load_model, new_model_id
 
     net, info = load_model(model)
     old_id, old_tile = info.model_id, info.preprocess.tile_size
-    recipe = {name: (model / name).read_text() for name in KEPT if (model / name).is_file()}
+    recipe = read_recipe(model)
     new = dataclasses.replace(
         info,
         model_id=new_model_id(info.stage),
@@ -76,21 +96,14 @@ def retile(model: Path, tile: int | None, dest: Path, command: str | None = None
         },
         created="",
     )
-    dest.mkdir(parents=True, exist_ok=True)
-    for cache in [*dest.glob("openvino-*.blob"), dest / CHECKS]:
-        cache.unlink(missing_ok=True)  # compiled for the old tile and model id
-    save_model(net, dest, new, half=info.weights_dtype == "float16")
-    for name, text in recipe.items():
-        if name == "MADE_BY.txt":
-            text += (
-                f"\nInference tile: the weights of {old_id} (trained on {info.preprocess.size} px"
-                f" tiles, run on {old_tile} px) saved as {new.model_id}, run on"
-                f" {new.preprocess.tile_size} px tiles; nothing retrained."
-                + (f" Made by: {command}." if command else "")
-                + " Why and the measurement: benchmarks/inference_tile.py.\n"
-            )
-        atomic_write_text(dest / name, text)
-    return dest
+    note = (
+        f"\nInference tile: the weights of {old_id} (trained on {info.preprocess.size} px"
+        f" tiles, run on {old_tile} px) saved as {new.model_id}, run on"
+        f" {new.preprocess.tile_size} px tiles; nothing retrained."
+        + (f" Made by: {command}." if command else "")
+        + " Why and the measurement: benchmarks/inference_tile.py.\n"
+    )
+    return write_derived(net, new, dest, recipe, note)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float | None:

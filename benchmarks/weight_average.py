@@ -27,9 +27,6 @@ from pathlib import Path
 
 import torch
 
-#: Recipe files copied from A (MADE_BY.txt is extended).
-KEPT = ("MADE_BY.txt", "PARENT_MADE_BY.txt", "metrics.jsonl")
-
 
 def lineage(path: Path) -> list[str]:
     """The model's id and its parent's, as its model.json records them."""
@@ -67,8 +64,9 @@ def write_average(a: Path, b: Path, alpha: float, dest: Path, command: str | Non
     Raises:
         ValueError: alpha outside (0, 1), unrelated models, or models that do not match.
     """
-    from vetseg.fileutil import atomic_write_text
-    from vetseg.models.files import load_model, new_model_id, save_model
+    from inference_tile import read_recipe, write_derived
+
+    from vetseg.models.files import load_model, new_model_id
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
@@ -87,7 +85,6 @@ def write_average(a: Path, b: Path, alpha: float, dest: Path, command: str | Non
         diff = sorted(k for k in pa if pa[k] != pb.get(k))
         raise ValueError(f"the two models preprocess differently: {diff}")
     net_a.load_state_dict(average_state(net_a.state_dict(), net_b.state_dict(), alpha))
-    recipe = {name: (a / name).read_text() for name in KEPT if (a / name).is_file()}
     new = dataclasses.replace(
         info_a,
         model_id=new_model_id(info_a.stage),
@@ -104,17 +101,13 @@ def write_average(a: Path, b: Path, alpha: float, dest: Path, command: str | Non
         metrics={},
         created="",
     )
-    dest.mkdir(parents=True, exist_ok=True)
-    save_model(net_a, dest, new, half=info_a.weights_dtype == "float16")
-    for name, text in recipe.items():
-        if name == "MADE_BY.txt":
-            text += (
-                f"\nWeight average: (1 - {alpha}) x {info_a.model_id} + {alpha} x"
-                f" {info_b.model_id} (fine-tuned from it), saved as {new.model_id}; nothing"
-                " retrained." + (f" Made by: {command}." if command else "") + "\n"
-            )
-        atomic_write_text(dest / name, text)
-    return dest
+    note = (
+        f"\nWeight average: (1 - {alpha}) x {info_a.model_id} + {alpha} x {info_b.model_id}"
+        f" (fine-tuned from it), saved as {new.model_id}; nothing retrained."
+        + (f" Made by: {command}." if command else "")
+        + "\n"
+    )
+    return write_derived(net_a, new, dest, read_recipe(a), note)
 
 
 def main(argv: list[str] | None = None) -> None:
