@@ -196,6 +196,36 @@ def cut_field(image: np.ndarray, meta, reference: dict[str, np.ndarray], fov_mm:
     return np.ascontiguousarray(image[window]), dataclasses.replace(meta, origin=origin), cut
 
 
+def resample_inplane(image: np.ndarray, meta, reference: dict[str, np.ndarray], pixel_mm: float):
+    """The scan (linear) and its references (nearest) resampled in-plane to square pixels of
+    ``pixel_mm`` over the same field (a scanner that reconstructs on a finer or coarser
+    matrix); slices unchanged. The origin moves with the first pixel's centre, so the patient
+    stays where it was."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    if pixel_mm <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_mm}")
+    rows = int(round(image.shape[1] * meta.spacing[1] / pixel_mm))
+    cols = int(round(image.shape[2] * meta.spacing[0] / pixel_mm))
+    zoom = (1.0, rows / image.shape[1], cols / image.shape[2])
+
+    def resample(volume: np.ndarray, order: int) -> np.ndarray:
+        return ndimage.zoom(volume, zoom, order=order, mode="nearest", grid_mode=True)
+
+    new_x = meta.spacing[0] * image.shape[2] / cols
+    new_y = meta.spacing[1] * image.shape[1] / rows
+    origin = (
+        meta.origin[0] + 0.5 * (new_x - meta.spacing[0]),
+        meta.origin[1] + 0.5 * (new_y - meta.spacing[1]),
+        meta.origin[2],
+    )
+    out_meta = dataclasses.replace(meta, spacing=(new_x, new_y, meta.spacing[2]), origin=origin)
+    out_reference = {k: resample(v.astype(np.uint8), 0).astype(bool) for k, v in reference.items()}
+    return resample(image.astype(np.float32), 1), out_meta, out_reference
+
+
 def shift_organs(
     image: np.ndarray, reference: dict[str, np.ndarray], organs: tuple[str, ...], hu: float
 ) -> np.ndarray:
@@ -225,6 +255,13 @@ def main(argv: list[str] | None = None) -> None:
         " enhancement; the rest of the scan unchanged)",
     )
     parser.add_argument(
+        "--pixel",
+        type=float,
+        metavar="MM",
+        help="resample the scan and its references in-plane to this pixel size first (before"
+        " --fov; e.g. 0.57 with --fov 292: a 512 x 512 matrix as the kept-out scan has)",
+    )
+    parser.add_argument(
         "--fov",
         type=float,
         help="cut the scan to a centred field of this many mm first (the body cut at the sides)",
@@ -240,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     reference = approximate_organs(image)
     if args.preview:
         write_preview(image, reference, args.preview)
+    if args.pixel is not None:
+        image, meta, reference = resample_inplane(image, meta, reference, args.pixel)
     if args.fov is not None:
         image, meta, reference = cut_field(image, meta, reference, args.fov)
     if args.shift_kidneys:
@@ -250,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         "scan": str(args.scan),
         "reference": "approximate: HU thresholds and connected parts (see the script), not manual",
         "field_of_view_mm": args.fov,
+        "pixel_mm": args.pixel,
         "kidneys_shifted_hu": args.shift_kidneys,
         "reference_ml": {
             k: round(float(v.sum()) * float(np.prod(meta.spacing)) / 1000.0, 1)

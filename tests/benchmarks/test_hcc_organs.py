@@ -126,6 +126,40 @@ def test_cut_field_keeps_the_patient_where_it_was_and_cuts_the_references_alike(
         hcc_organs.cut_field(image, meta, reference, 6.0)
 
 
+def test_resample_inplane_keeps_the_patient_and_the_organ_volumes() -> None:
+    from vetseg.io.image import ImageMeta
+
+    yy, xx = np.mgrid[0:40, 0:50]
+    disc = (yy - 20) ** 2 + (xx - 24) ** 2 < 12**2
+    image = np.stack([np.where(disc, 100.0, -50.0)] * 2).astype(np.float32)
+    meta = ImageMeta(spacing=(0.75, 0.75, 2.5), origin=(-10.0, 5.0, 3.0))
+    reference = {"spleen": np.stack([disc, disc])}
+    fine, fine_meta, fine_reference = hcc_organs.resample_inplane(image, meta, reference, 0.5)
+    assert fine.shape == (2, 60, 75) and fine_reference["spleen"].shape == (2, 60, 75)
+    assert fine_meta.spacing == (0.5, 0.5, 2.5)
+    # The first pixel's centre moves by half the change of pixel size; the field stays put.
+    assert fine_meta.origin == pytest.approx((-10.0 - 0.125, 5.0 - 0.125, 3.0))
+    area = reference["spleen"].sum() * 0.75**2
+    assert fine_reference["spleen"].sum() * 0.5**2 == pytest.approx(area, rel=0.03)
+
+    # The disc's centre in mm is where it was: exactly for the image (linear), within half an
+    # input pixel for the reference (nearest sampling rounds its edges).
+    def centre(weights: np.ndarray, grid) -> tuple[float, float]:
+        ys, xs = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]]
+        w = weights / weights.sum()
+        x = grid.origin[0] + float((xs * w).sum()) * grid.spacing[0]
+        return x, grid.origin[1] + float((ys * w).sum()) * grid.spacing[1]
+
+    truth = (-10.0 + 24 * 0.75, 5.0 + 20 * 0.75)
+    assert centre(fine[0] + 50.0, fine_meta) == pytest.approx(truth, abs=0.02)
+    assert centre(fine_reference["spleen"][0].astype(float), fine_meta) == pytest.approx(
+        truth, abs=0.375
+    )
+    assert fine[0][fine_reference["spleen"][0]].mean() > 90  # the image moved with it
+    with pytest.raises(ValueError, match="positive"):
+        hcc_organs.resample_inplane(image, meta, reference, 0.0)
+
+
 def test_shift_organs_moves_only_the_named_organs() -> None:
     image = np.zeros((1, 3, 3), dtype=np.int16)
     reference = {"kidney_left": np.zeros((1, 3, 3), bool), "spleen": np.ones((1, 3, 3), bool)}
