@@ -120,6 +120,19 @@ def test_chance_half_moves_about_half_and_zero_moves_none() -> None:
         assert low * len(plain) <= moved <= high * len(plain), (chance, moved, len(plain))
 
 
+def test_scans_on_another_intensity_scale_are_refused() -> None:
+    case = _case()
+    rescaled = LoadedCase("micro", (case.image + 1000.0) / 8.0, case.labels, META, META)  # 0..133
+    with pytest.raises(InputError, match="assumes Hounsfield units.*lowest value 0 "):
+        SliceDataset([rescaled], CORE_ORGANS, PHYSICAL, augment=AugmentConfig(hu_shift=0.5))
+    # Without the shift the same scans train as before; with HU scans beside them it is allowed.
+    assert len(SliceDataset([rescaled], CORE_ORGANS, PHYSICAL, augment=AugmentConfig())) > 0
+    both = SliceDataset(
+        [rescaled, case], CORE_ORGANS, PHYSICAL, augment=AugmentConfig(hu_shift=0.5)
+    )
+    assert len(both) > 0
+
+
 def test_a_model_without_hu_until_the_end_is_refused() -> None:
     legacy = PreprocessConfig(size=32)  # no spacing: slices are stored as model input
     with pytest.raises(InputError, match="hu_shift needs a model with a pixel spacing"):

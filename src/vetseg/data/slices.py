@@ -51,6 +51,25 @@ _Volume = tuple[str, Any, Any, np.ndarray]
 
 #: Last entry of the soft-tissue HU shift's generator seed ``(seed, epoch, index, stream)``.
 _HU_SHIFT_STREAM = 0x48553
+#: A CT in Hounsfield units shows air (about -1000 HU) around the body; scans whose lowest value
+#: lies above this are taken for another intensity scale (e.g. micro-CT rescaled to 0-255).
+_AIR_BELOW_HU = -500.0
+
+
+def _check_hounsfield(volumes: Sequence[_Volume]) -> None:
+    """Refuse the soft-tissue HU shift when no case shows air in HU (its middle slice's lowest
+    value above :data:`_AIR_BELOW_HU`): the -200..300 HU band would mean nothing there.
+
+    Raises:
+        InputError: naming the lowest value found.
+    """
+    lowest = min(float(np.min(np.asarray(v[1][len(v[3]) // 2]))) for v in volumes)
+    if lowest > _AIR_BELOW_HU:
+        raise InputError(
+            f"--hu-shift assumes Hounsfield units, but no training scan shows air (lowest value"
+            f" {lowest:g} in their middle slices, air is about -1000 HU): leave out --hu-shift"
+            " for scans on another intensity scale."
+        )
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -211,6 +230,8 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def _select(self, volumes: list[_Volume], in_memory: bool) -> None:
         """Keep the slices that show an organ and a seeded share of the others."""
+        if self._hu_shift is not None:
+            _check_hounsfield(volumes)
         presence = np.concatenate([volume[3] for volume in volumes])
         origins = [(cid, v, z) for v, (cid, _, _, p) in enumerate(volumes) for z in range(len(p))]
         has_organ = presence.any(axis=1)
