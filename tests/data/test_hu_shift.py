@@ -158,6 +158,8 @@ def test_cli_option_sets_the_chance_and_keeps_the_other_augmentations() -> None:
     assert cfg.augment.hu_shift == 0.5
     assert cfg.augment.motion_blur == AugmentConfig().motion_blur and cfg.augment.enabled
     assert _stage_config("human", None).augment.hu_shift == 0.0
+    transfer = _stage_config("transfer", None, hu_shift=0.25)
+    assert transfer.augment.hu_shift == 0.25 and transfer.tversky_beta == 0.7  # transfer's own
     with pytest.raises(InputError, match="leave out --no-augment"):
         _stage_config("human", None, hu_shift=0.5, no_augment=True)
 
