@@ -26,6 +26,8 @@ SERIES = ROOT.parent / "shared" / "data" / "human" / "totalseg_example"
 def bone_dice(model: Path) -> dict:
     """Bone Dice as the reference stands and without the costal cartilage, and the share of
     the cartilage the model calls bone."""
+    from inference_tile import mask_dice as dice
+
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
     from vetseg.inference.segmenter import Segmenter
     from vetseg.io.image import read_image, read_label, to_canonical
@@ -47,9 +49,6 @@ def bone_dice(model: Path) -> dict:
     bone_ids = [i for i, n in names.items() if totalseg_structure_to_organ(n) == "bone"]
     truth = np.isin(reference, bone_ids)
     cartilage = np.isin(reference, [i for i, n in names.items() if n == "costal_cartilages"])
-
-    def dice(a: np.ndarray, b: np.ndarray) -> float:
-        return round(2.0 * float((a & b).sum()) / float(a.sum() + b.sum()), 4)
 
     return {
         "model_id": segmenter.info.model_id,

@@ -106,9 +106,12 @@ def retile(model: Path, tile: int | None, dest: Path, command: str | None = None
     return write_derived(net, new, dest, recipe, note)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    total = int(a.sum()) + int(b.sum())
-    return None if total == 0 else round(2.0 * float((a & b).sum()) / total, 4)
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    """vetseg's Dice of two masks, rounded; None when both are empty."""
+    from vetseg.training.metrics import dice_per_organ
+
+    value = float(dice_per_organ(a[None], b[None], channel_dim=0)[0])
+    return None if np.isnan(value) else round(value, 4)
 
 
 def series_figures(model: Path, held_out: Path) -> dict:
@@ -142,7 +145,7 @@ def phantom_figures(model: Path, variety: str) -> dict:
             if organ not in phantom.organs:
                 continue
             truth = phantom.labels == phantom.organs.index(organ) + 1
-            value = _dice(labels == i, truth)
+            value = mask_dice(labels == i, truth)
             if value is not None:
                 per_organ.setdefault(organ, []).append(value)
     means = {organ: round(float(np.mean(v)), 4) for organ, v in per_organ.items()}

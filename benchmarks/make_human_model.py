@@ -333,6 +333,18 @@ def _shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
+def _hu_shift_note(augment: dict) -> str:
+    """The model card's sentence on the soft-tissue HU shift, from the settings the model
+    recorded (empty when it trained without one)."""
+    if not augment.get("hu_shift"):
+        return ""
+    return (
+        f" Each training slice's soft tissue moved with chance {augment['hu_shift']:g} by up to"
+        f" +-{augment['hu_shift_case']:g} HU and +-{augment['hu_shift_organ']:g} HU more per"
+        " organ, drawn afresh per sample (train-human --hu-shift)."
+    )
+
+
 def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Namespace) -> None:
     """Save the selected epoch in half precision with its log and recipe."""
     from vetseg.models.files import load_model, save_model
@@ -363,13 +375,7 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"
         f" +-{args.hu_offset[0]:g} HU per case and +-{args.hu_offset[1]:g} HU per organ"
         " (benchmarks/hu_offset_data.py; 0 0: none)."
-        + (
-            f" Each training slice's soft tissue moved with chance {args.hu_shift:g} by up to"
-            " +-40 HU and +-20 HU more per organ, drawn afresh per sample (train-human"
-            " --hu-shift)."
-            if args.hu_shift
-            else ""
-        )
+        + _hu_shift_note(info.training.get("config", {}).get("augment", {}))
         + (
             " Real copies as contrast-phase variants (vetseg.data.phases)."
             if args.real_phases
