@@ -3,8 +3,9 @@
 TotalSegmentator's labels (the series' reference) count the costal cartilages as bone, and so
 does vetseg's mapping; a reference drawn by hand or by an HU threshold often leaves them out
 (cartilage lies near 100-150 HU, not the 300+ of cortical bone). This scores the human model's
-bone (post-processed, as ``vetseg evaluate`` scores it) both ways: as the reference stands, and
-with the cartilage voxels left out of both sides.
+bone (post-processed, as ``vetseg evaluate`` scores it) three ways: as the reference stands,
+with the cartilage voxels left out of both sides, and against a reference without the cartilage
+(what a hand-drawn reference may be: bone the model calls there counts against it).
 
 Usage::
 
@@ -54,6 +55,8 @@ def bone_dice(model: Path) -> dict:
         "model_id": segmenter.info.model_id,
         "bone_dice": dice(predicted, truth),
         "bone_dice_without_costal_cartilage": dice(predicted & ~cartilage, truth & ~cartilage),
+        # A hand-drawn reference that leaves the cartilage out: bone called there is wrong.
+        "bone_dice_reference_without_cartilage": dice(predicted, truth & ~cartilage),
         "costal_cartilage_share_of_reference_bone": round(
             float(cartilage.sum()) / float(truth.sum()), 4
         ),

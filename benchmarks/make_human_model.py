@@ -5,7 +5,9 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
 1. ``WORK/data``: an MSD dataset of ``--phantoms`` wide-variety human phantoms
    (``vetseg phantoms --variety wide``: contrast phases, noise, kernels, slice thickness,
    fields of view, body sizes, table, arms, metal; ``wide-kidneys`` with ``--varied-kidneys``:
-   kidneys as real contrast scans show them too) plus the real TotalSegmentator example CT
+   kidneys as real contrast scans show them too; ``wide-ribs`` with ``--varied-ribs``: those
+   kidneys, and ribs as real CT shows them, costal cartilage included) plus the real
+   TotalSegmentator example CT
    (``../shared/data/human/totalseg_example/ct.nii.gz``, labels mapped to vetseg's 12 human
    organs) written ``--real-copies`` times, so that about a tenth of the slices drawn are real.
 2. ``WORK/model/train/splits.json`` is written first: every real copy in train, validation on
@@ -114,6 +116,13 @@ def write_real_cases(data: Path, copies: int, phases: bool = False) -> list[str]
     return ids
 
 
+def phantom_variety(args: argparse.Namespace) -> str:
+    """The phantoms' variety that ``--varied-kidneys`` / ``--varied-ribs`` choose."""
+    if args.varied_ribs:
+        return "wide-ribs"
+    return "wide-kidneys" if args.varied_kidneys else "wide"
+
+
 def write_held_out(out: Path) -> Path:
     """The real DICOM series and its reference as a pairs dataset (labels on the scan's grid)."""
     from vetseg.io.image import read_image, read_label, write_image
@@ -187,6 +196,13 @@ def main() -> None:
         " midline); without it, the wide phantoms the shipped model was trained on.",
     )
     parser.add_argument(
+        "--varied-ribs",
+        action="store_true",
+        help="Phantoms of variety wide-ribs: the wide-kidneys cases with ribs as real CT shows"
+        " them (a thin cortex around marrow, thinner towards the front, costal cartilage"
+        " labelled bone); implies --varied-kidneys.",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -213,6 +229,7 @@ def main() -> None:
         raise SystemExit(f"{SHARED} is missing: this recipe trains on real CT.")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    variety = phantom_variety(args)
     data, model = work / "data", work / "model"
     started = time.time()
     if not (data / "dataset.json").is_file():
@@ -224,7 +241,7 @@ def main() -> None:
                 "--species",
                 "human",
                 "--variety",
-                "wide-kidneys" if args.varied_kidneys else "wide",
+                variety,
                 "--cases",
                 str(args.phantoms),
                 "--seed",
@@ -369,7 +386,7 @@ def ship(model: Path, dest: Path, work: Path, seconds: float, args: argparse.Nam
         "The human model that ships with vetseg (fp16 safetensors + model.json).\n\n"
         f"Made by: python benchmarks/make_human_model.py {' '.join(sys.argv[1:])}\n"
         f"Data: {args.phantoms} wide-variety SYNTHETIC human phantoms (vetseg phantoms --variety"
-        f" {'wide-kidneys' if args.varied_kidneys else 'wide'} --seed 100) plus one REAL CT"
+        f" {phantom_variety(args)} --seed 100) plus one REAL CT"
         " (TotalSegmentator example, 3 mm, labels from"
         f" TotalSegmentator) written {args.real_copies} times; validation on"
         f" {args.val_phantoms} phantoms. Training cases' soft tissue shifted by up to"

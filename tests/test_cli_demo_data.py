@@ -70,6 +70,13 @@ def test_phantoms_wide_variety_writes_twelve_organs(tmp_path: Path) -> None:
     info = json.loads((kidneys / "dataset.json").read_text())
     assert info["variety"] == "wide-kidneys" and "kidneys as real" in info["description"]
     assert 1.2 <= info["cases"]["human_000"]["perirenal_fat"] <= 1.6
+    ribs = tmp_path / "ribs"
+    code, _, err = run("phantoms", ribs, "--variety", "wide-ribs", "--cases", "1")
+    assert code == 0, err
+    info = json.loads((ribs / "dataset.json").read_text())
+    assert info["variety"] == "wide-ribs" and "costal cartilage" in info["description"]
+    case = info["cases"]["human_000"]
+    assert 6.5 <= case["rib_thickness_mm"] <= 9.5 and 1.2 <= case["perirenal_fat"] <= 1.6
 
 
 def test_synth_on_a_tiny_atlas(tmp_path: Path) -> None:

@@ -97,8 +97,10 @@ def phantoms(
     variety: str = typer.Option(
         "default",
         help="default (the demo's 7-organ phantoms), wide (human: contrast phases, scanners, "
-        "body sizes, arms, table, metal, fields of view; 12 organs) or wide-kidneys (wide, and "
-        "kidneys as real contrast scans show them: nephrogram, renal sinus, position).",
+        "body sizes, arms, table, metal, fields of view; 12 organs), wide-kidneys (wide, and "
+        "kidneys as real contrast scans show them: nephrogram, renal sinus, position) or "
+        "wide-ribs (wide-kidneys, and ribs as real CT shows them: thin cortex around marrow, "
+        "tapering, costal cartilage labelled bone).",
     ),
     workers: int = typer.Option(1, min=1, help="Processes that draw cases in parallel."),
 ) -> None:

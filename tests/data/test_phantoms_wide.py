@@ -336,3 +336,72 @@ def test_wide_keeps_its_kidneys_and_wide_kidneys_varies_them_alone() -> None:
         p = make_wide_phantom(small(setup, phase="portal_venous", z_range=REGIONS[CAP]), rng)
         for kidney in ("kidney_left", "kidney_right"):
             assert 80.0 <= volume_ml(p, kidney) <= 250.0, (seed, kidney)
+
+
+def test_wide_ribs_changes_only_the_ribs() -> None:
+    """``wide-ribs`` draws the wide-kidneys case (every other field, and the anatomy) and
+    changes only bone: the rib fields come from a child generator."""
+    for seed in range(4):
+        kidneys = draw_wide_setup(np.random.default_rng(seed), kidney_variety=True)
+        ribs = draw_wide_setup(np.random.default_rng(seed), kidney_variety=True, rib_variety=True)
+        rib_fields = {"rib_thickness_mm", "rib_taper", "rib_cortex_mm", "cartilage_rise_mm"}
+        for key, value in dataclasses.asdict(kidneys).items():
+            if key not in rib_fields:
+                assert getattr(ribs, key) == value, key
+        assert kidneys.rib_shape() is None
+        shape = ribs.rib_shape()
+        assert shape is not None and shape.cartilage
+        assert 6.5 <= shape.thickness_mm <= 9.5 and 0.5 <= shape.taper <= 0.85
+        assert 1.0 <= shape.cortex_mm <= 2.2 and 20.0 <= shape.cartilage_rise_mm <= 60.0
+    # The whole case: labels differ only where one of the two calls a voxel bone.
+    bone = ID["bone"]
+    a = make_phantom("human", np.random.default_rng([7, 0]), True, "wide-kidneys")
+    b = make_phantom("human", np.random.default_rng([7, 0]), True, "wide-ribs")
+    changed = a.labels != b.labels
+    assert changed.any()
+    assert np.all((a.labels[changed] == bone) | (b.labels[changed] == bone))
+    assert b.setup["rib_thickness_mm"] > 0 and a.setup["rib_thickness_mm"] == 0
+    with pytest.raises(InputError, match="human phantoms only"):
+        make_phantom("rabbit", np.random.default_rng(0), True, "wide-ribs")
+
+
+def test_real_ribs_read_as_real_ribs_do_and_cartilage_is_labelled_bone() -> None:
+    """Solid 9 mm ribs read ~700 HU; real ribs (a thin cortex around marrow) a few hundred HU,
+    as on the real series (ribs 7-11: median 190-320 HU). Costal cartilage (~120 HU) is
+    labelled bone, in front, where the old ribs had none."""
+    rng = np.random.default_rng(3)
+    setup = draw_wide_setup(rng, kidney_variety=True, rib_variety=True)
+    setup = small(
+        setup, phase="portal_venous", region=CAP, z_range=REGIONS[CAP], pixel_mm=1.5, arms="up"
+    )
+    state = rng.bit_generator.state
+    real = make_wide_phantom(setup, rng)
+    rng.bit_generator.state = state
+    solid = make_wide_phantom(dataclasses.replace(setup, rib_thickness_mm=0.0), rng)
+    bone = ID["bone"]
+
+    def lower_chest(p: Phantom) -> np.ndarray:
+        """Slices that hold both liver and lungs: where the lower ribs are."""
+        both = [
+            (p.labels[z] == ID["liver"]).any() and (p.labels[z] == ID["lungs"]).any()
+            for z in range(p.labels.shape[0])
+        ]
+        return np.flatnonzero(both)
+
+    def ribs_hu(p: Phantom) -> np.ndarray:
+        z = lower_chest(p)
+        x_mm = (np.arange(p.labels.shape[2]) - p.labels.shape[2] / 2) * p.spacing[0]
+        ribs = (p.labels[z] == bone) & (np.abs(x_mm) > 70.0)[None, None, :]
+        return p.ct[z][ribs]
+
+    assert np.median(ribs_hu(solid)) > 550.0
+    assert 120.0 < np.median(ribs_hu(real)) < 450.0
+    # Cartilage: anterior bone between 60 and 200 HU (the front half of the body, y < centre).
+    z = lower_chest(real)
+    half = real.labels.shape[1] // 2
+
+    def soft_front_bone(p: Phantom) -> int:
+        front = p.labels[z, :half] == bone
+        return int(np.count_nonzero(front & (p.ct[z, :half] > 60) & (p.ct[z, :half] < 200)))
+
+    assert soft_front_bone(real) > max(50, 3 * soft_front_bone(solid))

@@ -32,7 +32,12 @@ for training a human model that must work on real scanners: four contrast phases
 soft to sharp kernels, slices 0.6-5 mm, fields of view 250-500 mm with the body off centre and
 sometimes cut, children to obese adults, organ enlargement, arms up or down, table or none,
 metal with streaks, oral contrast, chest / abdomen / pelvis ranges, and 12 organs
-(:data:`vetseg.labels.HUMAN_ORGANS`). See :mod:`.variety` for the ranges.
+(:data:`vetseg.labels.HUMAN_ORGANS`). See :mod:`.variety` for the ranges. ``"wide-kidneys"``
+also draws kidneys as real contrast scans show them (nephrogram, renal sinus, perirenal fat,
+position); ``"wide-ribs"`` draws the same cases with ribs as real CT shows them (thinner,
+tapering, a thin cortex around marrow so that they read a few hundred HU, costal cartilage
+labelled bone) instead of the solid 9 mm ribs. ``"wide"`` keeps drawing what the first human
+model was trained on.
 
 Modules: :mod:`.tissue` (HU tables per phase), :mod:`.shapes` (the drawing board),
 :mod:`.tubes` (tubes and capsule chains), :mod:`.anatomy` (organ recipes shared by the species),

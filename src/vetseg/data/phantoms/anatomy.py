@@ -313,6 +313,7 @@ def paint_ribs(
     drop: float,
     reach: tuple[float, float],
     sternum: tuple[float, float] | None,
+    ribs: RibShape | None = None,
 ) -> None:
     """Ribs along the inner body wall, sloping down towards the front, and the sternum.
 
@@ -326,7 +327,13 @@ def paint_ribs(
         reach: the angle (fraction of pi, from the back) at which ribs end, for the lowest and
             the highest rib (the lower ribs are shorter).
         sternum: (lowest z, half width) of the sternum, or None.
+        ribs: ribs as real CT shows them (a thin cortex around marrow, thinner towards the
+            front, costal cartilage to the sternum); None: solid ribs of ``thickness`` to
+            their ends and no cartilage (what the ``"wide"`` phantoms draw).
     """
+    if ribs is not None:
+        _paint_real_ribs(bld, body, z_range, period, drop, reach, sternum, ribs)
+        return
     bone = ORGAN_ID["bone"]
     lo = max(0, int(np.searchsorted(bld.z1, z_range[0] - drop)))
     sl = (slice(lo, bld.shape[0]), slice(None), slice(None))
@@ -351,6 +358,81 @@ def paint_ribs(
         front &= (z > sternum[0]) & (np.mod((z - z_range[0]) / period, 1.0) < 0.7)
         bld.paint(sl, front, "bone_cortex", bone)
         core = front & (np.abs(x) < 0.7 * sternum[1]) & (np.abs(out) < 0.4 * thickness)
+        bld.paint(sl, core, "bone_marrow", bone)
+
+
+@dataclass(frozen=True)
+class RibShape:
+    """Ribs as real CT shows them (see :func:`paint_ribs`).
+
+    Attributes:
+        thickness_mm: rib thickness (radial, mm) where it leaves the spine; its height along z
+            is 1.3 times that.
+        taper: thickness at the rib's front end over that at the spine (real anterior ribs
+            are thinner, and thin slices cut them obliquely).
+        cortex_mm: cortical shell around the marrow (real ribs: ~0.5-1.5 mm, so that their median
+            is a few hundred HU, not the cortex's ~900).
+        cartilage: whether costal cartilage (~120 HU, labelled bone as TotalSegmentator's
+            ``costal_cartilages`` is in vetseg's mapping) joins the upper ribs' front ends to
+            the sternum, rising towards it.
+        cartilage_rise_mm: how far a cartilage rises from its rib's end to the midline.
+    """
+
+    thickness_mm: float = 8.0
+    taper: float = 0.65
+    cortex_mm: float = 1.0
+    cartilage: bool = True
+    cartilage_rise_mm: float = 40.0
+
+
+def _paint_real_ribs(
+    bld: Builder,
+    body: Body,
+    z_range: tuple[float, float],
+    period: float,
+    drop: float,
+    reach: tuple[float, float],
+    sternum: tuple[float, float] | None,
+    ribs: RibShape,
+) -> None:
+    """:func:`paint_ribs` with ``ribs``: shell and marrow, tapering, costal cartilage."""
+    bone = ORGAN_ID["bone"]
+    t0 = ribs.thickness_mm
+    lo = max(0, int(np.searchsorted(bld.z1, z_range[0] - drop)))
+    sl = (slice(lo, bld.shape[0]), slice(None), slice(None))
+    x, y, z = bld.x[sl], bld.y[sl], bld.z[sl]
+    a = body.cavity_a[sl[0], None, None]
+    b = np.where(y < 0, body.cavity_b_ant[sl[0], None, None], body.cavity_b_post[sl[0], None, None])
+    rho = np.sqrt((x / a) ** 2 + (y / b) ** 2)
+    theta = np.arctan2(np.abs(x) / a, y / b) / np.pi  # 0 at the back, 1 at the front
+    # Which rib a voxel would belong to: on the rib, z falls by `drop` from the spine to the
+    # front end; on its cartilage (beyond the end) z rises again towards the sternum.
+    end = np.interp(z + drop * theta, z_range, reach)  # first guess of this rib's end
+    along = np.minimum(theta, end)
+    past = np.maximum(theta - end, 0.0) / np.maximum(1.0 - end, 1e-3)
+    z_spine = z + drop * along - ribs.cartilage_rise_mm * past
+    end = np.interp(z_spine, z_range, reach)
+    thick = t0 * (1.0 - (1.0 - ribs.taper) * np.clip(theta / end, 0.0, 1.0))
+    out = (rho - 1.0) * a - 0.5 * thick  # mm outwards from the middle of the rib's ring
+    along_z = np.mod(z_spine - z_range[0], period)  # mm into this rib's height
+    height = 1.3 * thick
+    section = (np.abs(out) < 0.5 * thick) & (along_z < height)
+    section &= (z_spine > z_range[0] - 0.5 * period) & (z_spine < z_range[1]) & (theta > 0.08)
+    rib = section & (theta < end)
+    bld.paint(sl, rib, "bone_cortex", bone)
+    depth = np.minimum(0.5 * thick - np.abs(out), np.minimum(along_z, height - along_z))
+    bld.paint(sl, rib & (depth > ribs.cortex_mm), "bone_marrow", bone)
+    if ribs.cartilage:
+        # The two lowest (floating) ribs end free; the others' cartilage runs to the sternum.
+        true_rib = z_spine > z_range[0] + 1.5 * period
+        cart = section & (theta >= end) & (theta < 0.96) & true_rib
+        bld.paint(sl, cart, "cartilage", bone)
+    if sternum is not None:
+        out = (rho - 1.0) * a - 0.5 * t0
+        front = (np.abs(x) < sternum[1]) & (y < 0) & (np.abs(out) < 0.6 * t0)
+        front &= (z > sternum[0]) & (np.mod((z - z_range[0]) / period, 1.0) < 0.7)
+        bld.paint(sl, front, "bone_cortex", bone)
+        core = front & (np.abs(x) < 0.7 * sternum[1]) & (np.abs(out) < 0.4 * t0)
         bld.paint(sl, core, "bone_marrow", bone)
 
 

@@ -123,8 +123,9 @@ def write_phantom_dataset(
             draws each case's phase, non-contrast included; False keeps all non-contrast).
         variety: ``"default"`` (7 organs, the demo's phantoms), ``"wide"`` (human only:
             phases, scanners, habitus, arms, table, metal, 12 organs of ``HUMAN_ORGANS``; what
-            each case drew is in ``dataset.json`` under ``"cases"``) or ``"wide-kidneys"``
-            (wide, and kidneys as real contrast scans show them).
+            each case drew is in ``dataset.json`` under ``"cases"``), ``"wide-kidneys"``
+            (wide, and kidneys as real contrast scans show them) or ``"wide-ribs"``
+            (wide-kidneys, and ribs as real CT shows them, costal cartilage included).
         workers: processes that draw cases in parallel (files are written by this one).
 
     Returns:
@@ -160,8 +161,10 @@ def write_phantom_dataset(
             else "non-contrast"
         )
         what = f"{phase}, scanners, body habitus, arms, table and metal varied per case"
-        if variety == "wide-kidneys":
+        if variety in ("wide-kidneys", "wide-ribs"):
             what += ", kidneys as real contrast scans show them"
+        if variety == "wide-ribs":
+            what += ", ribs as real CT shows them (thin cortex, tapering, costal cartilage)"
     else:
         what = ("contrast-enhanced (portal venous)" if contrast else "non-contrast") + " HU values"
     info: dict[str, object] = {

@@ -488,7 +488,17 @@ def paint_human_wide(bld: Builder, setup: WideSetup) -> None:
 
     widen = np.interp(z, [70, 110, 200], [2.3, 1.7, 1.0]).astype(np.float32)
     paint_spine(bld, spine_y, (22.0, 16.0), 9.0, 36.0, 30.0, 45.0, widen, z_range=(80.0, 670.0))
-    paint_ribs(bld, body, (z_right - 70, 640.0), 30.0, 9.0, 75.0, (0.45, 0.85), (z_right + 5, 16.0))
+    paint_ribs(
+        bld,
+        body,
+        (z_right - 70, 640.0),
+        30.0,
+        9.0,
+        75.0,
+        (0.45, 0.85),
+        (z_right + 5, 16.0),
+        setup.rib_shape(),
+    )
     paint_ilium(bld, spine_y, 200.0 + rng.normal(0, 8), 70.0, 6.0, z_bottom=100.0)
     heads = _paint_pelvis_bones(bld, spine_y)
     top = min(len(z) - 1, int(np.searchsorted(z, 620.0)))

@@ -25,14 +25,15 @@ SPECIES: tuple[str, ...] = ("human", "rabbit")
 #: first drawn) or ``"wide"`` (human only: contrast phases, scanners, habitus, arms, table,
 #: metal, fields of view and 12 organs; see :mod:`.variety`) or ``"wide-kidneys"`` (wide, and
 #: kidneys as real contrast scans show them: nephrogram, renal sinus, perirenal fat, position;
-#: see :class:`.variety.WideSetup`). ``"wide"`` still draws what the shipped human model was
-#: trained on.
-VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys")
+#: see :class:`.variety.WideSetup`) or ``"wide-ribs"`` (wide-kidneys, and ribs as real CT
+#: shows them: thinner, tapering, a thin cortex around marrow, costal cartilage labelled bone).
+#: ``"wide"`` still draws what the first human model was trained on.
+VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys", "wide-ribs")
 
 
 def is_wide(variety: str) -> bool:
     """Whether ``variety`` draws wide-variety (12-organ) human cases."""
-    return variety in ("wide", "wide-kidneys")
+    return variety in ("wide", "wide-kidneys", "wide-ribs")
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def make_phantom(
         contrast: contrast-enhanced (portal venous) tissue values, else non-contrast ones. With
             wide variety True draws the phase among all four (non-contrast included) and False
             keeps every case non-contrast.
-        variety: ``"default"``, ``"wide"`` or ``"wide-kidneys"`` (human only; see
+        variety: ``"default"``, ``"wide"``, ``"wide-kidneys"`` or ``"wide-ribs"`` (human only; see
             :func:`make_wide_phantom` and :data:`VARIETIES`).
 
     Returns:
@@ -122,7 +123,11 @@ def make_phantom(
     check_species(species)
     check_variety(species, variety)
     if is_wide(variety):
-        setup = draw_wide_setup(rng, kidney_variety=variety == "wide-kidneys")
+        setup = draw_wide_setup(
+            rng,
+            kidney_variety=variety in ("wide-kidneys", "wide-ribs"),
+            rib_variety=variety == "wide-ribs",
+        )
         if not contrast:
             setup = dataclasses.replace(setup, phase="non_contrast")
         return make_wide_phantom(setup, rng)

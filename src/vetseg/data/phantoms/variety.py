@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from vetseg.data.phantoms.anatomy import RibShape
+
 K = TypeVar("K")
 
 #: Scan regions along the body, as (lowest, highest) z in the wide recipe's adult mm: z = 0 lies
@@ -98,6 +100,11 @@ class WideSetup:
             older adults).
         perirenal_fat: extent of the perirenal fat around each kidney (times the kidney's
             semi-axes; lumpy, not a clean ellipsoid shell).
+        rib_thickness_mm: rib thickness at the spine (recipe mm); 0: the solid 9 mm ribs
+            of the ``"wide"`` phantoms, and the rib fields below are unused.
+        rib_taper: rib thickness at its front end over that at the spine.
+        rib_cortex_mm: cortical shell around the rib's marrow.
+        cartilage_rise_mm: how far the costal cartilage rises from a rib's end to the sternum.
     """
 
     size: float
@@ -134,6 +141,22 @@ class WideSetup:
     nephrogram: float = 0.0
     renal_sinus: float = 0.0
     perirenal_fat: float = 1.3
+    rib_thickness_mm: float = 0.0
+    rib_taper: float = 1.0
+    rib_cortex_mm: float = 0.0
+    cartilage_rise_mm: float = 0.0
+
+    def rib_shape(self) -> RibShape | None:
+        """The ribs this case draws: None for the ``"wide"`` phantoms' solid ribs."""
+        if self.rib_thickness_mm <= 0.0:
+            return None
+        return RibShape(
+            thickness_mm=self.rib_thickness_mm,
+            taper=self.rib_taper,
+            cortex_mm=self.rib_cortex_mm,
+            cartilage=True,
+            cartilage_rise_mm=self.cartilage_rise_mm,
+        )
 
     def to_json(self) -> dict[str, object]:
         """The setup as a JSON-able dict (for ``dataset.json``)."""
@@ -154,7 +177,9 @@ def body_half_width_mm(size: float, fat_mm: float, arms: str) -> float:
     return (trunk + beside) * size
 
 
-def draw_wide_setup(rng: np.random.Generator, kidney_variety: bool = False) -> WideSetup:
+def draw_wide_setup(
+    rng: np.random.Generator, kidney_variety: bool = False, rib_variety: bool = False
+) -> WideSetup:
     """Draw one case's patient, exam and scanner (see :class:`WideSetup` for the fields).
 
     Args:
@@ -162,6 +187,9 @@ def draw_wide_setup(rng: np.random.Generator, kidney_variety: bool = False) -> W
         kidney_variety: also draw the kidneys' position, nephrogram, renal sinus and perirenal
             fat (after every other field, so those keep their draws); False keeps the kidneys
             of the ``"wide"`` phantoms the shipped human model was trained on.
+        rib_variety: also draw ribs as real CT shows them (thinner, tapering, a thin cortex
+            around marrow, costal cartilage to the sternum), after the kidney fields so that
+            every earlier field keeps its draw.
 
     Returns:
         The setup.
@@ -234,6 +262,17 @@ def draw_wide_setup(rng: np.random.Generator, kidney_variety: bool = False) -> W
         nephrogram = 0.0 if phase == "arterial" else float(rng.uniform(0.0, 1.0))
         renal_sinus = float(rng.uniform(0.0, 1.0))
         perirenal_fat = float(rng.uniform(1.2, 1.6))
+    # Ribs. Real ribs are ~6-10 mm thick with a ~0.5-1.5 mm cortex, so in 1-5 mm slices they read
+    # a few hundred HU; anterior ribs are thinner. Drawn from a child generator (rng.spawn does
+    # not advance rng), so that the case's anatomy is that of the wide-kidneys case: only the
+    # ribs differ.
+    rib_thickness_mm, rib_taper, rib_cortex_mm, cartilage_rise_mm = 0.0, 1.0, 0.0, 0.0
+    if rib_variety:
+        ribs = rng.spawn(1)[0]
+        rib_thickness_mm = float(ribs.uniform(6.5, 9.5))
+        rib_taper = float(ribs.uniform(0.5, 0.85))
+        rib_cortex_mm = float(ribs.uniform(0.6, 1.6))
+        cartilage_rise_mm = float(ribs.uniform(20.0, 60.0))
     return WideSetup(
         size=size,
         fat_mm=fat_mm,
@@ -269,4 +308,8 @@ def draw_wide_setup(rng: np.random.Generator, kidney_variety: bool = False) -> W
         nephrogram=nephrogram,
         renal_sinus=renal_sinus,
         perirenal_fat=perirenal_fat,
+        rib_thickness_mm=rib_thickness_mm,
+        rib_taper=rib_taper,
+        rib_cortex_mm=rib_cortex_mm,
+        cartilage_rise_mm=cartilage_rise_mm,
     )
