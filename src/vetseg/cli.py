@@ -630,6 +630,19 @@ def segment(
         help="Folder of scans: segment only shard I of N (I from 0), e.g. "
         "$SLURM_ARRAY_TASK_ID/N; the N shards of the sorted scans are disjoint.",
     ),
+    rescale_intercept: float = typer.Option(
+        0.0,
+        "--rescale-intercept",
+        help="Add this to every value before segmenting: -1024 for files that store the "
+        "scanner's raw values instead of Hounsfield units (the DICOM RescaleIntercept).",
+    ),
+    skip_units_check: bool = typer.Option(
+        False,
+        "--skip-units-check",
+        help="Segment even when a model that works in HU is given a scan without air (no "
+        "value below -500), which is refused by default: raw scanner values, or a crop inside "
+        "the body.",
+    ),
 ) -> None:
     """S201: segment a scan into an organ label map on the scan's own grid.
 
@@ -661,6 +674,8 @@ def segment(
         smooth_slices=smooth_slices,
         orientation=orientation,
         shard=_parse_shard(shard),
+        rescale_intercept=rescale_intercept,
+        check_units=not skip_units_check,
     )
     code = run_segment(request)
     if code:

@@ -122,10 +122,13 @@ def intensity_segmenter(model_dir: Path) -> Segmenter:
 
 
 def ramp_volume(shape: tuple[int, int, int] = (6, 24, 20), seed: int = 0) -> np.ndarray:
-    """int16 HU: a bright block, a dark block and noise, so both organs of the engine show."""
+    """int16 HU: a bright block, a dark block and noise, so both organs of the engine show,
+    and air in one corner voxel of each slice (a CT in HU shows air somewhere; without any,
+    ``vetseg segment`` refuses the scan, see :mod:`vetseg.io.units`)."""
     rng = np.random.default_rng(seed)
     volume = rng.normal(0, 20, shape)
     z, y, x = shape
     volume[:, : y // 3, : x // 2] += 400
     volume[:, 2 * y // 3 :, x // 2 :] -= 400
+    volume[:, -1, 0] = -1000.0
     return volume.astype(np.int16)

@@ -98,6 +98,22 @@ def test_8bit_scans_in_a_hu_workspace_get_a_window_warning(tmp_path: Path) -> No
     assert "window" in result.warnings[0]
 
 
+def test_raw_scanner_values_in_a_hu_workspace_get_a_units_warning(tmp_path: Path) -> None:
+    """A scan stored without its rescale intercept (no air below -500) is added with a
+    warning that names the fix; a scan in HU gets none."""
+    setup = make_workspace(tmp_path, labelled=0, unlabelled=0, with_model=False)
+    hu = np.full((6, 20, 20), 40, dtype=np.int16)
+    hu[:, :3] = -1000  # air above the body
+    raw = write_image((hu.astype(np.int32) + 1024).astype(np.uint16), META, tmp_path / "raw.nii.gz")
+    fine = write_image(hu, META, tmp_path / "fine.nii.gz")
+    with Workspace.open(setup.root) as ws:
+        result = add_scans(ws, [raw, fine])
+    assert sorted(result.added) == ["fine", "raw"]
+    assert len(result.warnings) == 1
+    assert "raw.nii.gz: no value below -500 (lowest 24)" in result.warnings[0]
+    assert "-1024" in result.warnings[0]
+
+
 def test_use_imports_the_model_and_checks_organs_and_window(setup: Setup, tmp_path: Path) -> None:
     with Workspace.open(setup.root) as ws:
         current = ws.require_current_model()

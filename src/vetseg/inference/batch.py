@@ -19,6 +19,7 @@ from vetseg.errors import InputError, VetsegError
 from vetseg.inference.pipeline import ScanResult, SegmentOutputs, segment_scan
 from vetseg.inference.segmenter import Progress, Segmenter
 from vetseg.io.image import is_dicom_file
+from vetseg.io.units import ScanUnits
 
 #: Image file endings a batch picks up (longest first: a name is matched by its ending).
 #: (a 3D Slicer ``.seg.nrrd`` is a label map, not a scan, and is left out).
@@ -147,6 +148,7 @@ def segment_folder(
     progress: Progress | None = None,
     orientation: str | None = None,
     shard: tuple[int, int] | None = None,
+    units: ScanUnits | None = None,
 ) -> list[BatchItem]:
     """Segment every scan of ``folder`` into ``out_dir``; a failing scan does not stop the rest.
 
@@ -161,6 +163,8 @@ def segment_folder(
         progress: called with ``(slices done, slices in all)`` during each scan.
         orientation: override of every scan's header direction (``--orientation``).
         shard: ``(i, n)``: only this machine's share of the scans (:func:`shard_scans`).
+        units: intercept and units check for every scan (:mod:`vetseg.io.units`); a scan
+            that fails the check is reported and the others go on.
 
     Returns:
         One item per scan, in order; failed items carry the error's one sentence (none when
@@ -192,7 +196,12 @@ def segment_folder(
         item = BatchItem(entry)
         try:
             item.result = segment_scan(
-                segmenter, entry.path, outputs, progress=progress, orientation=orientation
+                segmenter,
+                entry.path,
+                outputs,
+                progress=progress,
+                orientation=orientation,
+                units=units,
             )
         except VetsegError as exc:
             item.error = str(exc)

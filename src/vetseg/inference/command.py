@@ -19,6 +19,7 @@ from rich.table import Table
 
 from vetseg.errors import InputError
 from vetseg.inference.report import OrganStats
+from vetseg.io.units import ScanUnits
 
 if TYPE_CHECKING:
     from vetseg.inference.batch import ScanEntry
@@ -59,6 +60,11 @@ class SegmentRequest:
             header (see :mod:`vetseg.io.orientation`); None: the header's.
         shard: ``(i, n)``: segment only shard ``i`` of ``n`` of a folder of scans
             (:func:`vetseg.inference.batch.shard_scans`).
+        rescale_intercept: added to every scan's values before the model sees them
+            (``-1024`` for files that store the scanner's raw values; see
+            :mod:`vetseg.io.units`).
+        check_units: refuse a scan whose values are not in the model's units (a HU model
+            given a scan without air).
     """
 
     model: Path
@@ -82,6 +88,12 @@ class SegmentRequest:
     smooth_slices: int = 0
     orientation: str | None = None
     shard: tuple[int, int] | None = None
+    rescale_intercept: float = 0.0
+    check_units: bool = True
+
+    def units(self) -> ScanUnits:
+        """The intercept and units check as :func:`segment_scan` takes them."""
+        return ScanUnits(self.rescale_intercept, self.check_units)
 
 
 def _check_request(request: SegmentRequest, batch: bool) -> None:
@@ -105,6 +117,7 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
     if not 0 < request.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, got {request.threshold}.")
     parse_orientation(request.orientation)
+    request.units()  # a finite intercept
     if request.smooth_slices < 0:
         raise InputError(f"--smooth-slices must be 0 or more, got {request.smooth_slices}.")
     if batch:
@@ -237,6 +250,7 @@ def run_segment(
             outputs,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             orientation=request.orientation,
+            units=request.units(),
         )
     found = ", ".join(result.organs_found) or "none"
     console.print(
@@ -281,6 +295,7 @@ def _run_batch(
             progress=lambda done, total: bar.update(slices, completed=done, total=total),
             orientation=request.orientation,
             shard=request.shard,
+            units=request.units(),
         )
         bar.update(scans, completed=len(items))
     where = f"{request.scan}" + (

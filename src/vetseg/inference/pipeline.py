@@ -18,6 +18,7 @@ import numpy as np
 from vetseg.errors import InputError
 from vetseg.inference.report import OrganStats, SegmentationReport, report_paths
 from vetseg.inference.segmenter import Progress, Segmenter
+from vetseg.io.units import ScanUnits
 
 #: Extensions of a label map or uncertainty map vetseg writes.
 MAP_SUFFIXES: tuple[str, ...] = (".seg.nrrd", ".nii.gz", ".nrrd", ".nii", ".mha", ".mhd")
@@ -117,6 +118,7 @@ def segment_scan(
     *,
     progress: Progress | None = None,
     orientation: str | None = None,
+    units: ScanUnits | None = None,
 ) -> ScanResult:
     """Read a scan, segment it and write every requested output.
 
@@ -129,13 +131,15 @@ def segment_scan(
             :func:`vetseg.io.orientation.apply_orientation_override`): the model and the
             preview see the scan so; the label map keeps the header's own geometry, so it lies
             on the scan in any viewer.
+        units: intercept to add to the scan's values and whether to check that they are in
+            the model's units (:mod:`vetseg.io.units`); None: as stored, checked.
 
     Returns:
         What was written and found.
 
     Raises:
         InputError: bad output names, unreadable scan, DICOM-SEG for a scan that cannot have
-            one; raised before anything is written.
+            one, values not in the model's units; raised before anything is written.
     """
     from vetseg.inference.dicom_seg import load_dicom_source
     from vetseg.io.image import read_scan, write_image
@@ -145,6 +149,7 @@ def segment_scan(
     scan = Path(scan)
     check_outputs(scan, outputs)
     volume, meta = read_scan(scan)
+    volume = (units or ScanUnits()).apply(volume, segmenter.info.preprocess.window, str(scan))
     posed = apply_orientation_override(meta, orientation, volume.shape)
     source = load_dicom_source(meta) if outputs.dicom_seg is not None else None
     read_seconds = time.perf_counter() - started

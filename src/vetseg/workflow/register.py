@@ -22,6 +22,7 @@ import numpy as np
 from vetseg.errors import InputError, LabelMappingError, ModelFileError
 from vetseg.fileutil import atomic_path
 from vetseg.io.image import READ_SUFFIXES, ImageMeta, read_image, read_label, read_scan, write_image
+from vetseg.io.units import AIR_HU, expects_hu
 from vetseg.labels import mouse_head_mapping, remap_labels, totalseg_mapping
 from vetseg.workflow.workspace import Workspace, now
 
@@ -241,6 +242,14 @@ def _add_scans(
             warnings.append(
                 f"{scan}: 8-bit values 0-255, not Hounsfield units; set window = [0.0, 255.0] "
                 f"in {workspace.root / 'vetseg.toml'} if all scans are like this."
+            )
+        elif expects_hu(window) and low > AIR_HU:
+            warnings.append(
+                f"{scan}: no value below {AIR_HU:.0f} (lowest {low:.0f}), so not Hounsfield "
+                f"units (air would be), and this workspace's window {list(window)} is in HU; "
+                "if the file stores the scanner's raw values, add its rescale intercept "
+                "(usually -1024) before adding it, or models will learn and pre-label "
+                "nonsense. A crop with no air in view is fine."
             )
         posed = apply_orientation_override(meta, orientation, image.shape)
         warning = posture_warning(image, posed, str(scan), workspace.settings.orientation)
