@@ -6,7 +6,8 @@ Recipe (each step resumes when re-run; nothing is redone that is already on disk
    (``vetseg phantoms --variety wide``: contrast phases, noise, kernels, slice thickness,
    fields of view, body sizes, table, arms, metal; ``wide-kidneys`` with ``--varied-kidneys``:
    kidneys as real contrast scans show them too; ``wide-ribs`` with ``--varied-ribs``: those
-   kidneys, and ribs as real CT shows them, costal cartilage included) plus the real
+   kidneys, and ribs as real CT shows them, costal cartilage included; ``wide-stomach`` with
+   ``--varied-stomach``: those, and half the stomachs collapsed around food) plus the real
    TotalSegmentator example CT
    (``../shared/data/human/totalseg_example/ct.nii.gz``, labels mapped to vetseg's 12 human
    organs) written ``--real-copies`` times, so that about a tenth of the slices drawn are real.
@@ -118,6 +119,8 @@ def write_real_cases(data: Path, copies: int, phases: bool = False) -> list[str]
 
 def phantom_variety(args: argparse.Namespace) -> str:
     """The phantoms' variety that ``--varied-kidneys`` / ``--varied-ribs`` choose."""
+    if args.varied_stomach:
+        return "wide-stomach"
     if args.varied_ribs:
         return "wide-ribs"
     return "wide-kidneys" if args.varied_kidneys else "wide"
@@ -201,6 +204,13 @@ def main() -> None:
         help="Phantoms of variety wide-ribs: the wide-kidneys cases with ribs as real CT shows"
         " them (a thin cortex around marrow, thinner towards the front, costal cartilage"
         " labelled bone); implies --varied-kidneys.",
+    )
+    parser.add_argument(
+        "--varied-stomach",
+        action="store_true",
+        help="Phantoms of variety wide-stomach: the wide-ribs cases with half the stomachs"
+        " collapsed around food (a thick rugal wall, little gas, food as dense as soft tissue),"
+        " as many real abdominal CTs show it; implies --varied-ribs.",
     )
     parser.add_argument(
         "--seed",

@@ -100,7 +100,8 @@ def phantoms(
         "body sizes, arms, table, metal, fields of view; 12 organs), wide-kidneys (wide, and "
         "kidneys as real contrast scans show them: nephrogram, renal sinus, position) or "
         "wide-ribs (wide-kidneys, and ribs as real CT shows them: thin cortex around marrow, "
-        "tapering, costal cartilage labelled bone).",
+        "tapering, costal cartilage labelled bone) or wide-stomach (wide-ribs, and half the "
+        "stomachs collapsed around food with a thick rugal wall).",
     ),
     workers: int = typer.Option(1, min=1, help="Processes that draw cases in parallel."),
 ) -> None:

@@ -405,3 +405,49 @@ def test_real_ribs_read_as_real_ribs_do_and_cartilage_is_labelled_bone() -> None
         return int(np.count_nonzero(front & (p.ct[z, :half] > 60) & (p.ct[z, :half] < 200)))
 
     assert soft_front_bone(real) > max(50, 3 * soft_front_bone(solid))
+
+
+def test_wide_stomach_collapses_half_the_stomachs_and_changes_nothing_else() -> None:
+    """``wide-stomach``: the wide-ribs case (every other field; the stomach fields from a
+    second child generator) with, in about half the cases, a collapsed stomach: smaller, a
+    thick wall, little gas, food as dense as soft tissue."""
+    collapsed = 0
+    for seed in range(20):
+        ribs = draw_wide_setup(np.random.default_rng(seed), True, True)
+        gut = draw_wide_setup(np.random.default_rng(seed), True, True, stomach_variety=True)
+        for key, value in dataclasses.asdict(ribs).items():
+            if key not in ("stomach_collapse", "stomach_content_hu"):
+                assert getattr(gut, key) == value, key
+        assert (ribs.stomach_collapse, ribs.stomach_content_hu) == (0.0, 12.0)
+        assert gut.stomach_collapse == 0.0 or 0.5 <= gut.stomach_collapse <= 1.0
+        assert 10.0 <= gut.stomach_content_hu <= 60.0
+        collapsed += gut.stomach_collapse > 0
+    assert 4 <= collapsed <= 16
+    rng = np.random.default_rng(5)
+    setup = small(
+        draw_wide_setup(rng, True, True, stomach_variety=True),
+        phase="portal_venous",
+        region=CAP,
+        z_range=REGIONS[CAP],
+        oral_contrast="none",
+        stomach_content_hu=50.0,
+        pixel_mm=2.0,
+    )
+    state = rng.bit_generator.state
+    sac = make_wide_phantom(dataclasses.replace(setup, stomach_collapse=0.0), rng)
+    rng.bit_generator.state = state
+    flat = make_wide_phantom(dataclasses.replace(setup, stomach_collapse=1.0), rng)
+    stomach = ID["stomach"]
+    assert (
+        0.3 * volume_ml(sac, "stomach")
+        < volume_ml(flat, "stomach")
+        < 0.8 * volume_ml(sac, "stomach")
+    )
+    gas_share = [float(np.mean(p.ct[p.labels == stomach] < -500)) for p in (sac, flat)]
+    assert gas_share[1] < 0.5 * gas_share[0]
+    # Food as dense as soft tissue: the collapsed stomach's median is that of tissue.
+    assert 35.0 < np.median(flat.ct[flat.labels == stomach]) < 110.0
+    # Everything outside the two stomachs is the same case.
+    either = (sac.labels == stomach) | (flat.labels == stomach)
+    same = ~ndimage.binary_dilation(either, iterations=3)
+    assert np.array_equal(sac.labels[same], flat.labels[same])

@@ -122,12 +122,14 @@ def paint_gut_sac(
     bubble_mm: float = 4.0,
     label: int = 0,
     mottle_hu: float = 35.0,
+    content_hu: float | None = None,
 ) -> None:
     """A stomach or caecum: muscular wall, mottled content, a gas cap on the anterior side.
 
     Args:
         label: label id of wall, content and gas (0: unlabelled).
         mottle_hu: amplitude of the content's texture (food; small for water).
+        content_hu: the content's mean HU instead of ``content``'s tissue value (food).
         gas_depth: fraction of the depth (from the anterior side, non-dependent when supine)
             that holds gas.
         folds: amplitude of spiral folds of the wall through the content (0: none).
@@ -137,8 +139,8 @@ def paint_gut_sac(
     inner = r < 1.0 - wall_mm / min(semi)
     x, y, z = bld.local(sl, centre, rotation_deg)
     texture = smooth_noise(bld.rng, r.shape, 2.5 / bld.spacing[0] + 1.0)
-    content_hu = bld.value(content) + mottle_hu * texture[inner]
-    bld.paint(sl, inner, content_hu, label)
+    mean_hu = bld.value(content) if content_hu is None else content_hu
+    bld.paint(sl, inner, mean_hu + mottle_hu * texture[inner], label)
     bubbles = smooth_noise(bld.rng, r.shape, bubble_mm / bld.spacing[0] + 1.0)
     gas = inner & ((y < -semi[1] * (1.0 - 2.0 * gas_depth)) | (bubbles > bubble_cut))
     bld.paint(sl, gas, "gas", label)

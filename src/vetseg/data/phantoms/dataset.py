@@ -125,7 +125,8 @@ def write_phantom_dataset(
             phases, scanners, habitus, arms, table, metal, 12 organs of ``HUMAN_ORGANS``; what
             each case drew is in ``dataset.json`` under ``"cases"``), ``"wide-kidneys"``
             (wide, and kidneys as real contrast scans show them) or ``"wide-ribs"``
-            (wide-kidneys, and ribs as real CT shows them, costal cartilage included).
+            (wide-kidneys, and ribs as real CT shows them, costal cartilage included) or
+            ``"wide-stomach"`` (wide-ribs, and half the stomachs collapsed around food).
         workers: processes that draw cases in parallel (files are written by this one).
 
     Returns:
@@ -161,10 +162,12 @@ def write_phantom_dataset(
             else "non-contrast"
         )
         what = f"{phase}, scanners, body habitus, arms, table and metal varied per case"
-        if variety in ("wide-kidneys", "wide-ribs"):
+        if variety in ("wide-kidneys", "wide-ribs", "wide-stomach"):
             what += ", kidneys as real contrast scans show them"
-        if variety == "wide-ribs":
+        if variety in ("wide-ribs", "wide-stomach"):
             what += ", ribs as real CT shows them (thin cortex, tapering, costal cartilage)"
+        if variety == "wide-stomach":
+            what += ", half the stomachs collapsed around food with a thick rugal wall"
     else:
         what = ("contrast-enhanced (portal venous)" if contrast else "non-contrast") + " HU values"
     info: dict[str, object] = {

@@ -324,10 +324,16 @@ def paint_human_wide(bld: Builder, setup: WideSetup) -> None:
     )
     ss = setup.stomach_scale
     centre = (70.0 + j(), -40.0 + j(), z_left - 55.0 + j())
+    # A collapsed stomach (stomach_collapse > 0): narrower, a thick enhancing wall with rugal
+    # folds, little gas, food as dense as soft tissue; 0 draws the distended sac of before.
+    c = setup.stomach_collapse
+    food = c > 0 and setup.oral_contrast == "none"
     paint_gut_sac(
-        bld, centre, (45 * ss, 38 * ss, 55 * ss), 30.0, stomach_content, gas, 4.0, folds=0.0,
+        bld, centre, (45 * ss * (1 - 0.4 * c), 38 * ss * (1 - 0.45 * c), 55 * ss), 30.0,
+        stomach_content, gas * (1 - 0.7 * c), 4.0 + 8.0 * c, folds=0.25 * c,
         label=ORGAN_ID["stomach"],
         mottle_hu=8.0 if setup.oral_contrast == "water" else 35.0,
+        content_hu=setup.stomach_content_hu if food else None,
     )  # fmt: skip
 
     ls = setup.liver_scale

@@ -26,14 +26,15 @@ SPECIES: tuple[str, ...] = ("human", "rabbit")
 #: metal, fields of view and 12 organs; see :mod:`.variety`) or ``"wide-kidneys"`` (wide, and
 #: kidneys as real contrast scans show them: nephrogram, renal sinus, perirenal fat, position;
 #: see :class:`.variety.WideSetup`) or ``"wide-ribs"`` (wide-kidneys, and ribs as real CT
-#: shows them: thinner, tapering, a thin cortex around marrow, costal cartilage labelled bone).
-#: ``"wide"`` still draws what the first human model was trained on.
-VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys", "wide-ribs")
+#: shows them: thinner, tapering, a thin cortex around marrow, costal cartilage labelled bone)
+#: or ``"wide-stomach"`` (wide-ribs, and half the stomachs collapsed around food, with a thick
+#: rugal wall). ``"wide"`` still draws what the first human model was trained on.
+VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys", "wide-ribs", "wide-stomach")
 
 
 def is_wide(variety: str) -> bool:
     """Whether ``variety`` draws wide-variety (12-organ) human cases."""
-    return variety in ("wide", "wide-kidneys", "wide-ribs")
+    return variety in ("wide", "wide-kidneys", "wide-ribs", "wide-stomach")
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def make_phantom(
         contrast: contrast-enhanced (portal venous) tissue values, else non-contrast ones. With
             wide variety True draws the phase among all four (non-contrast included) and False
             keeps every case non-contrast.
-        variety: ``"default"``, ``"wide"``, ``"wide-kidneys"`` or ``"wide-ribs"`` (human only; see
+        variety: ``"default"``, ``"wide"``, ``"wide-kidneys"``, ``"wide-ribs"`` or
+            ``"wide-stomach"`` (human only; see
             :func:`make_wide_phantom` and :data:`VARIETIES`).
 
     Returns:
@@ -125,8 +127,9 @@ def make_phantom(
     if is_wide(variety):
         setup = draw_wide_setup(
             rng,
-            kidney_variety=variety in ("wide-kidneys", "wide-ribs"),
-            rib_variety=variety == "wide-ribs",
+            kidney_variety=variety in ("wide-kidneys", "wide-ribs", "wide-stomach"),
+            rib_variety=variety in ("wide-ribs", "wide-stomach"),
+            stomach_variety=variety == "wide-stomach",
         )
         if not contrast:
             setup = dataclasses.replace(setup, phase="non_contrast")

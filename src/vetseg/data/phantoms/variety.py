@@ -105,6 +105,9 @@ class WideSetup:
         rib_taper: rib thickness at its front end over that at the spine.
         rib_cortex_mm: cortical shell around the rib's marrow.
         cartilage_rise_mm: how far the costal cartilage rises from a rib's end to the sternum.
+        stomach_collapse: 0: the distended fluid-filled sac of the ``"wide"`` phantoms; up to
+            1: collapsed, narrower, a wall up to 12 mm thick with rugal folds, little gas.
+        stomach_content_hu: mean HU of a collapsed stomach's food (without oral contrast).
     """
 
     size: float
@@ -145,6 +148,8 @@ class WideSetup:
     rib_taper: float = 1.0
     rib_cortex_mm: float = 0.0
     cartilage_rise_mm: float = 0.0
+    stomach_collapse: float = 0.0
+    stomach_content_hu: float = 12.0
 
     def rib_shape(self) -> RibShape | None:
         """The ribs this case draws: None for the ``"wide"`` phantoms' solid ribs."""
@@ -178,7 +183,10 @@ def body_half_width_mm(size: float, fat_mm: float, arms: str) -> float:
 
 
 def draw_wide_setup(
-    rng: np.random.Generator, kidney_variety: bool = False, rib_variety: bool = False
+    rng: np.random.Generator,
+    kidney_variety: bool = False,
+    rib_variety: bool = False,
+    stomach_variety: bool = False,
 ) -> WideSetup:
     """Draw one case's patient, exam and scanner (see :class:`WideSetup` for the fields).
 
@@ -190,6 +198,8 @@ def draw_wide_setup(
         rib_variety: also draw ribs as real CT shows them (thinner, tapering, a thin cortex
             around marrow, costal cartilage to the sternum), after the kidney fields so that
             every earlier field keeps its draw.
+        stomach_variety: also draw the stomach as real CT often shows it (collapsed, thick
+            rugal wall, food as dense as soft tissue), from a second child generator.
 
     Returns:
         The setup.
@@ -273,6 +283,13 @@ def draw_wide_setup(
         rib_taper = float(ribs.uniform(0.5, 0.85))
         rib_cortex_mm = float(ribs.uniform(0.6, 1.6))
         cartilage_rise_mm = float(ribs.uniform(20.0, 60.0))
+    # Stomach: about half of real abdominal CTs show it collapsed around food, not distended.
+    stomach_collapse, stomach_content_hu = 0.0, 12.0
+    if stomach_variety:
+        gut = rng.spawn(1)[0]
+        if gut.random() < 0.5:
+            stomach_collapse = float(gut.uniform(0.5, 1.0))
+        stomach_content_hu = float(gut.uniform(10.0, 60.0))
     return WideSetup(
         size=size,
         fat_mm=fat_mm,
@@ -312,4 +329,6 @@ def draw_wide_setup(
         rib_taper=rib_taper,
         rib_cortex_mm=rib_cortex_mm,
         cartilage_rise_mm=cartilage_rise_mm,
+        stomach_collapse=stomach_collapse,
+        stomach_content_hu=stomach_content_hu,
     )
