@@ -41,6 +41,7 @@ from vetseg.data.preprocess import (
     to_model_grid,
 )
 from vetseg.errors import InputError
+from vetseg.io.units import AIR_HU
 
 if TYPE_CHECKING:
     from vetseg.data.cache import SliceCache
@@ -53,7 +54,7 @@ _Volume = tuple[str, Any, Any, np.ndarray]
 _HU_SHIFT_STREAM = 0x48553
 #: A CT in Hounsfield units shows air (about -1000 HU) around the body; scans whose lowest value
 #: lies above this are taken for another intensity scale (e.g. micro-CT rescaled to 0-255).
-_AIR_BELOW_HU = -500.0
+_AIR_BELOW_HU = AIR_HU
 
 
 def _check_hounsfield(volumes: Sequence[_Volume]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vetseg.io.image import ImageMeta, read_image
+from vetseg.io.units import AIR_HU
 from vetseg.labels import CORE_ORGANS, TOTALSEG_V2
 
 #: At most this many distinct values for a volume to count as a label map.
@@ -24,8 +25,8 @@ MAX_LABELS = 256
 # intensity images are noisy. Measured on ../shared/data: label maps 0.82-0.95 (the 3 mm
 # TotalSegmentator map with thin ribs is the lowest), micro-CT 0.10-0.21. Midway between.
 _CONSTANT_NEIGHBOUR_FRACTION = 0.5
-# Air is about -1000 HU; anything this low means the values are Hounsfield units.
-_AIR_HU = -500.0
+# Air is about -1000 HU; anything at or below AIR_HU means the values are Hounsfield units.
+_AIR_HU = AIR_HU
 
 
 def describe(path: str | Path, orientation: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from vetseg.errors import InputError
 from vetseg.io.image import ImageMeta, orientation_matrix, to_canonical
+from vetseg.io.units import AIR_HU
 
 #: Below this ratio of the body's largest to second principal standard deviation the body
 #: has no clear long axis (a ball of tissue), and no warning is given.
@@ -191,7 +192,7 @@ def body_threshold(array: np.ndarray) -> float:
     (rescaled micro-CT, label maps) Otsu's threshold between background and the rest.
     """
     sample = np.asarray(array).ravel()[:: max(1, array.size // 2_000_000)]
-    if float(sample.min()) <= -500:
+    if float(sample.min()) <= AIR_HU:
         return -300.0
     return _otsu(sample.astype(np.float64))
 

@@ -7,6 +7,7 @@ heart chambers, lung vessels, bone cortex and marrow) on a :class:`Builder`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -337,15 +338,9 @@ def paint_ribs(
         _paint_real_ribs(bld, body, z_range, period, drop, reach, sternum, ribs)
         return
     bone = ORGAN_ID["bone"]
-    lo = max(0, int(np.searchsorted(bld.z1, z_range[0] - drop)))
-    sl = (slice(lo, bld.shape[0]), slice(None), slice(None))
-    x, y, z = bld.x[sl], bld.y[sl], bld.z[sl]
-    a = body.cavity_a[sl[0], None, None]
-    b = np.where(y < 0, body.cavity_b_ant[sl[0], None, None], body.cavity_b_post[sl[0], None, None])
-    rho = np.sqrt((x / a) ** 2 + (y / b) ** 2)
+    sl, x, y, z, a, rho, theta = _ring_frame(bld, body, z_range[0] - drop)
     # Distance (mm) outwards from the middle of the rib's ring, just outside the cavity.
     out = (rho - 1.0) * a - 0.5 * thickness
-    theta = np.arctan2(np.abs(x) / a, y / b) / np.pi  # 0 at the back, 1 at the front
     z_spine = z + drop * theta  # where this rib left the spine
     phase = np.mod((z_spine - z_range[0]) / period, 1.0)
     reach_here = np.interp(z_spine, z_range, reach)
@@ -361,6 +356,20 @@ def paint_ribs(
         bld.paint(sl, front, "bone_cortex", bone)
         core = front & (np.abs(x) < 0.7 * sternum[1]) & (np.abs(out) < 0.4 * thickness)
         bld.paint(sl, core, "bone_marrow", bone)
+
+
+def _ring_frame(bld: Builder, body: Body, z_low: float) -> tuple[Any, ...]:
+    """Coordinates of the ribs' ring from ``z_low`` (mm) up: the slices ``sl``, ``x, y, z``,
+    the cavity's half width ``a``, the elliptic radius ``rho`` (1 on the cavity's wall) and
+    ``theta``, the angle around the body (0 at the back, 1 at the front)."""
+    lo = max(0, int(np.searchsorted(bld.z1, z_low)))
+    sl = (slice(lo, bld.shape[0]), slice(None), slice(None))
+    x, y, z = bld.x[sl], bld.y[sl], bld.z[sl]
+    a = body.cavity_a[sl[0], None, None]
+    b = np.where(y < 0, body.cavity_b_ant[sl[0], None, None], body.cavity_b_post[sl[0], None, None])
+    rho = np.sqrt((x / a) ** 2 + (y / b) ** 2)
+    theta = np.arctan2(np.abs(x) / a, y / b) / np.pi
+    return sl, x, y, z, a, rho, theta
 
 
 @dataclass(frozen=True)
@@ -400,13 +409,7 @@ def _paint_real_ribs(
     """:func:`paint_ribs` with ``ribs``: shell and marrow, tapering, costal cartilage."""
     bone = ORGAN_ID["bone"]
     t0 = ribs.thickness_mm
-    lo = max(0, int(np.searchsorted(bld.z1, z_range[0] - drop)))
-    sl = (slice(lo, bld.shape[0]), slice(None), slice(None))
-    x, y, z = bld.x[sl], bld.y[sl], bld.z[sl]
-    a = body.cavity_a[sl[0], None, None]
-    b = np.where(y < 0, body.cavity_b_ant[sl[0], None, None], body.cavity_b_post[sl[0], None, None])
-    rho = np.sqrt((x / a) ** 2 + (y / b) ** 2)
-    theta = np.arctan2(np.abs(x) / a, y / b) / np.pi  # 0 at the back, 1 at the front
+    sl, x, y, z, a, rho, theta = _ring_frame(bld, body, z_range[0] - drop)
     # Which rib a voxel would belong to: on the rib, z falls by `drop` from the spine to the
     # front end; on its cartilage (beyond the end) z rises again towards the sternum.
     end = np.interp(z + drop * theta, z_range, reach)  # first guess of this rib's end
