@@ -34,7 +34,23 @@ def test_noisy_uint8_image_is_not_a_label_map(tmp_path: Path) -> None:
     image = np.random.default_rng(0).integers(0, 200, size=(6, 20, 20)).astype(np.uint8)
     d = describe(write_image(image, make_meta(), tmp_path / "head.nii.gz"))
     assert d["kind"] == "image"
-    assert "not Hounsfield" in d["kind_reason"]
+    assert "not Hounsfield" in d["kind_reason"] and "rescale" not in d["kind_reason"]
+
+
+def test_raw_scanner_values_get_the_intercept_hint(tmp_path: Path, ct_volume: np.ndarray) -> None:
+    """A CT stored as raw values (HU + 1024, unsigned): not HU, and info says how to read it."""
+    hu = ct_volume.astype(np.int32)
+    hu[0, 0, :3] = (-1000, 700, 1500)  # air, bone, dense bone
+    raw = (hu + 1024).clip(0, 4095).astype(np.uint16)
+    d = describe(write_image(raw, make_meta(), tmp_path / "raw.nii.gz"))
+    assert d["kind"] == "image"
+    assert (
+        "HU = value - 1024" in d["kind_reason"] and "--rescale-intercept -1024" in d["kind_reason"]
+    )
+    assert (
+        describe(write_image(hu.astype(np.int16), make_meta(), tmp_path / "hu.nii.gz"))["kind"]
+        == "CT (HU)"
+    )
 
 
 def test_label_map_names_from_labels_json(tmp_path: Path, label_volume: np.ndarray) -> None:

@@ -27,6 +27,8 @@ MAX_LABELS = 256
 _CONSTANT_NEIGHBOUR_FRACTION = 0.5
 # Air is about -1000 HU; anything at or below AIR_HU means the values are Hounsfield units.
 _AIR_HU = AIR_HU
+# Raw CT values (HU + 1024): cortical bone lies above this; 8-bit and most other images do not.
+_RAW_BONE = 1200.0
 
 
 def describe(path: str | Path, orientation: str | None = None) -> dict[str, Any]:
@@ -152,7 +154,14 @@ def _classify(array: np.ndarray, counts: dict[int, int] | None, meta: ImageMeta)
     low = float(array.min()) if array.size else 0.0
     if low <= _AIR_HU:
         return "CT (HU)", f"values reach {low:.0f}, air in Hounsfield units"
-    return "image", f"no values below {_AIR_HU:.0f}, so not Hounsfield units (air would be)"
+    why = f"no values below {_AIR_HU:.0f}, so not Hounsfield units (air would be)"
+    if low >= 0.0 and float(array.max()) >= _RAW_BONE:
+        # 0 .. ~4095 with bone above ~1200: a CT stored as the scanner's raw values.
+        why += (
+            "; if it is a CT stored as raw scanner values, HU = value - 1024 (vetseg segment"
+            " --rescale-intercept -1024)"
+        )
+    return "image", why
 
 
 def _read_vocabulary(file: Path) -> dict[int, str] | None:
