@@ -52,20 +52,17 @@ _Volume = tuple[str, Any, Any, np.ndarray]
 
 #: Last entry of the soft-tissue HU shift's generator seed ``(seed, epoch, index, stream)``.
 _HU_SHIFT_STREAM = 0x48553
-#: A CT in Hounsfield units shows air (about -1000 HU) around the body; scans whose lowest value
-#: lies above this are taken for another intensity scale (e.g. micro-CT rescaled to 0-255).
-_AIR_BELOW_HU = AIR_HU
 
 
 def _check_hounsfield(volumes: Sequence[_Volume]) -> None:
     """Refuse the soft-tissue HU shift when no case shows air in HU (its middle slice's lowest
-    value above :data:`_AIR_BELOW_HU`): the -200..300 HU band would mean nothing there.
+    value above :data:`vetseg.io.units.AIR_HU`): the -200..300 HU band would mean nothing there.
 
     Raises:
         InputError: naming the lowest value found.
     """
     lowest = min(float(np.min(np.asarray(v[1][len(v[3]) // 2]))) for v in volumes)
-    if lowest > _AIR_BELOW_HU:
+    if lowest > AIR_HU:
         raise InputError(
             f"--hu-shift assumes Hounsfield units, but no training scan shows air (lowest value"
             f" {lowest:g} in their middle slices, air is about -1000 HU): leave out --hu-shift"

@@ -25,8 +25,6 @@ MAX_LABELS = 256
 # intensity images are noisy. Measured on ../shared/data: label maps 0.82-0.95 (the 3 mm
 # TotalSegmentator map with thin ribs is the lowest), micro-CT 0.10-0.21. Midway between.
 _CONSTANT_NEIGHBOUR_FRACTION = 0.5
-# Air is about -1000 HU; anything at or below AIR_HU means the values are Hounsfield units.
-_AIR_HU = AIR_HU
 # Raw CT values (HU + 1024): cortical bone lies above this; 8-bit and most other images do not.
 _RAW_BONE = 1200.0
 
@@ -152,9 +150,9 @@ def _classify(array: np.ndarray, counts: dict[int, int] | None, meta: ImageMeta)
                 f"({smooth:.0%} of foreground voxels equal their neighbour)",
             )
     low = float(array.min()) if array.size else 0.0
-    if low <= _AIR_HU:
+    if low <= AIR_HU:
         return "CT (HU)", f"values reach {low:.0f}, air in Hounsfield units"
-    why = f"no values below {_AIR_HU:.0f}, so not Hounsfield units (air would be)"
+    why = f"no values below {AIR_HU:.0f}, so not Hounsfield units (air would be)"
     if low >= 0.0 and float(array.max()) >= _RAW_BONE:
         # 0 .. ~4095 with bone above ~1200: a CT stored as the scanner's raw values.
         why += (

@@ -19,6 +19,7 @@ from vetseg.data.phantoms.phantom import (
     check_variety,
     is_wide,
     make_phantom,
+    wide_level,
 )
 from vetseg.errors import InputError
 from vetseg.fileutil import atomic_write_json
@@ -162,11 +163,12 @@ def write_phantom_dataset(
             else "non-contrast"
         )
         what = f"{phase}, scanners, body habitus, arms, table and metal varied per case"
-        if variety in ("wide-kidneys", "wide-ribs", "wide-stomach"):
+        level = wide_level(variety)
+        if level >= 1:
             what += ", kidneys as real contrast scans show them"
-        if variety in ("wide-ribs", "wide-stomach"):
+        if level >= 2:
             what += ", ribs as real CT shows them (thin cortex, tapering, costal cartilage)"
-        if variety == "wide-stomach":
+        if level >= 3:
             what += ", half the stomachs collapsed around food with a thick rugal wall"
     else:
         what = ("contrast-enhanced (portal venous)" if contrast else "non-contrast") + " HU values"

@@ -34,7 +34,13 @@ VARIETIES: tuple[str, ...] = ("default", "wide", "wide-kidneys", "wide-ribs", "w
 
 def is_wide(variety: str) -> bool:
     """Whether ``variety`` draws wide-variety (12-organ) human cases."""
-    return variety in ("wide", "wide-kidneys", "wide-ribs", "wide-stomach")
+    return variety in VARIETIES[1:]
+
+
+def wide_level(variety: str) -> int:
+    """How far along the wide varieties ``variety`` is: each adds to the one before it
+    (0 wide, 1 wide-kidneys, 2 wide-ribs, 3 wide-stomach); -1 for ``"default"``."""
+    return VARIETIES.index(variety) - 1
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,9 @@ def make_phantom(
     if is_wide(variety):
         setup = draw_wide_setup(
             rng,
-            kidney_variety=variety in ("wide-kidneys", "wide-ribs", "wide-stomach"),
-            rib_variety=variety in ("wide-ribs", "wide-stomach"),
-            stomach_variety=variety == "wide-stomach",
+            kidney_variety=wide_level(variety) >= 1,
+            rib_variety=wide_level(variety) >= 2,
+            stomach_variety=wide_level(variety) >= 3,
         )
         if not contrast:
             setup = dataclasses.replace(setup, phase="non_contrast")
