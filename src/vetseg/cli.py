@@ -269,6 +269,12 @@ _HU_SHIFT = typer.Option(
     " all of it and +-20 HU more per organ, as another contrast timing would (default 0: off;"
     " ranges: hu_shift_case / hu_shift_organ under augment in --config).",
 )
+_SKIP_UNITS_TRAIN = typer.Option(
+    False,
+    "--skip-units-check",
+    help="Train even on cases without air (no value below -500) when the model works in HU, "
+    "which is refused by default: raw scanner values, or crops inside the body.",
+)
 _CONTEXT = typer.Option(
     None,
     "--context-slices",
@@ -327,6 +333,7 @@ def train_human_cmd(
         help="Start from this human model's weights (fine-tuning): its organs and input "
         "definition are kept, and the new model records it as its parent.",
     ),
+    skip_units_check: bool = _SKIP_UNITS_TRAIN,
 ) -> None:
     """S100: train the human organ model (stem + EfficientNet-b1 module + first head).
 
@@ -379,6 +386,7 @@ def train_human_cmd(
         orientation_override=_code(orientation),
         cache=cache,
         init=init,
+        check_units=not skip_units_check,
     )
     _print_model_summary(info, out)
 
@@ -437,6 +445,13 @@ def prepare(
         f"slice cache {out}: {len(cache.cases)} cases, {slices} slices at"
         f" {settings.spacing:g} mm, window {settings.window[0]:g}..{settings.window[1]:g} HU"
     )
+    from vetseg.io.units import training_units_problem
+
+    problem = training_units_problem(
+        {cid: case.lowest for cid, case in cache.cases.items()}, settings.window
+    )
+    if problem is not None:
+        print(f"warning: train-human will refuse this cache: {problem}")
 
 
 @app.command()
@@ -480,6 +495,7 @@ def transfer(
         None, "--organs", help="Comma-separated organs to train (default: all labelled ones)."
     ),
     orientation: str | None = _DATA_ORIENTATION,
+    skip_units_check: bool = _SKIP_UNITS_TRAIN,
 ) -> None:
     """S101: build the animal model from a human model and train it on animal CT."""
     cfg = _stage_config(
@@ -515,6 +531,7 @@ def transfer(
         resume=resume,
         from_scratch=scratch,
         orientation_override=_code(orientation),
+        check_units=not skip_units_check,
     )
     _print_model_summary(info, out)
     if not _is_rank0():

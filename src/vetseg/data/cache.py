@@ -135,6 +135,8 @@ class CachedCase:
         slices: axial slices.
         shape: ``(H, W)`` of its slices on the model grid.
         spacing: canonical voxel size ``(x, y, z)`` in mm.
+        lowest: the smallest value of its image before the window (the units check of
+            :mod:`vetseg.io.units`); None in a cache written before it was recorded.
     """
 
     case_id: str
@@ -142,6 +144,7 @@ class CachedCase:
     slices: int
     shape: tuple[int, int]
     spacing: tuple[float, float, float]
+    lowest: float | None = None
 
 
 class LazyArray:
@@ -293,6 +296,7 @@ def _cached_case(record: dict[str, Any]) -> CachedCase:
         int(record["slices"]),
         (int(record["shape"][0]), int(record["shape"][1])),
         tuple(float(s) for s in record["spacing"]),  # type: ignore[arg-type]
+        None if record.get("lowest") is None else float(record["lowest"]),
     )
 
 
@@ -337,6 +341,7 @@ def prepare_case(
         inplane_spacing,
         labels_to_model_grid,
     )
+    from vetseg.io.units import lowest_value
 
     torch.set_num_threads(1)  # parallel over cases, not inside one
     fingerprint = _fingerprint(case)
@@ -362,6 +367,7 @@ def prepare_case(
         "slices": int(image.shape[0]),
         "shape": [int(image.shape[1]), int(image.shape[2])],
         "spacing": [float(s) for s in meta.spacing],
+        "lowest": lowest_value(loaded.image),
         "fingerprint": fingerprint,
         "settings": settings.to_json(),
     }

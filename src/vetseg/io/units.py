@@ -10,12 +10,18 @@ HU, or is a crop that holds no air at all. :func:`units_problem` says so; ``vets
 refuses such a scan unless it is told the intercept (``--rescale-intercept``) or told to go on
 (``--skip-units-check``).
 
+Training checks the same (:func:`training_units_problem`): ``vetseg train-human`` and
+``vetseg transfer`` refuse a dataset whose cases show no air when the model works in HU (one
+raw-valued case among ten teaches the model that soft tissue can read as bone), unless told
+``--skip-units-check``.
+
 Models trained on other units (8-bit micro-CT with window ``[0, 255]``) are not checked: a
 window that does not reach air says nothing about what the model's scans looked like.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,5 +90,31 @@ def units_problem(volume: np.ndarray, window: tuple[float, float]) -> str | None
         "answer would be nonsense. If the file stores the scanner's raw values, give the "
         "intercept that turns them into HU (--rescale-intercept, usually -1024; the DICOM "
         "RescaleIntercept); if it is HU with no air in view (a crop inside the body), pass "
+        "--skip-units-check."
+    )
+
+
+def training_units_problem(
+    lowest: Mapping[str, float | None], window: tuple[float, float]
+) -> str | None:
+    """Why a training set does not look like the units of a model with ``window``, or None.
+
+    ``lowest``: each case's smallest value (None: not known, e.g. a slice cache written before
+    the value was recorded; such a case is not checked). Only models that work in HU are
+    checked: every case must reach air.
+    """
+    if not expects_hu(window):
+        return None
+    dry = {case: low for case, low in lowest.items() if low is not None and low > AIR_HU}
+    if not dry:
+        return None
+    shown = ", ".join(f"{case} (lowest {low:.0f})" for case, low in sorted(dry.items())[:5])
+    more = f" and {len(dry) - 5} more" if len(dry) > 5 else ""
+    return (
+        f"{len(dry)} of {len(lowest)} cases show no air: {shown}{more}. A CT in Hounsfield "
+        f"units shows air near -1000 and this model works in HU (window {float(window[0]):.0f}.."
+        f"{float(window[1]):.0f}); trained on such cases it would learn nonsense. If the files "
+        "store the scanner's raw values, convert them to HU first (add the DICOM "
+        "RescaleIntercept, usually -1024); if they are HU crops with no air in view, pass "
         "--skip-units-check."
     )

@@ -65,6 +65,7 @@ def prepare_data(
     orientation: str = "LPS",
     orientation_override: str | None = None,
     cache: Any = None,
+    units_window: tuple[float, float] | None = None,
 ) -> PreparedData:
     """Open ``data``, split it by case (or reuse ``splits_path`` when it exists), load the cases.
 
@@ -80,8 +81,13 @@ def prepare_data(
     (:class:`~vetseg.data.cache.SliceCache`) the cases and their digests come from it and
     nothing is decoded.
 
+    ``units_window``: the window of the model to be trained; every case must then look like its
+    units (:func:`vetseg.io.units.training_units_problem`: a HU model's cases show air). None:
+    not checked (``--skip-units-check``).
+
     Raises:
-        InputError: when the dataset has no labelled case or too few for the split.
+        InputError: when the dataset has no labelled case or too few for the split, or a case
+            is not in the model's units.
     """
     from vetseg.data.datasets import load_case, open_dataset, read_splits, split_by_case
     from vetseg.data.datasets import write_splits as _write_splits
@@ -131,10 +137,26 @@ def prepare_data(
             f"{splits_path}: case(s) {', '.join(missing[:5])} are not in {dataset.root}."
         )
     parts = {name: [load(cid) for cid in splits[name]] for name in ("train", "val", "test")}
+    if units_window is not None:
+        _check_units(dataset.root, loaded, units_window)
     hashes = {cid: loaded[cid].digest for cid in _ids(splits)}
     if is_main_process():
         _write_splits(splits_path, splits, hashes)
     return PreparedData(dataset, splits, parts["train"], parts["val"], parts["test"], hashes, cache)
+
+
+def _check_units(root: Path, loaded: dict[str, Any], window: tuple[float, float]) -> None:
+    """Refuse training cases that are not in the units of a model with ``window``."""
+    from vetseg.data.datasets import LoadedCase
+    from vetseg.io.units import lowest_value, training_units_problem
+
+    lowest = {
+        cid: lowest_value(case.image) if isinstance(case, LoadedCase) else case.lowest
+        for cid, case in loaded.items()
+    }
+    problem = training_units_problem(lowest, window)
+    if problem is not None:
+        raise InputError(f"{root}: {problem}")
 
 
 def open_cache(
@@ -303,6 +325,7 @@ def train_human(
     orientation_override: str | None = None,
     cache: Path | None = None,
     init: Path | None = None,
+    check_units: bool = True,
 ) -> ModelInfo:
     """S100: train ``HumanOrganNet`` on labelled human CT and save the selected epoch.
 
@@ -312,7 +335,8 @@ def train_human(
     may itself be the cache. A cache made with other settings, or from files of ``data`` that
     changed since, is refused. ``init``: a human model to start from (its weights, organs and
     input definition, whole, but for an inference tile set in ``config``; a fresh optimiser):
-    the new model records it as its parent.
+    the new model records it as its parent. ``check_units``: refuse cases that are not in the
+    model's units (a HU model's cases show air; :mod:`vetseg.io.units`).
     """
     from vetseg.models.human import HumanOrganNet
 
@@ -347,6 +371,7 @@ def train_human(
         orientation=config.preprocess.orientation,
         orientation_override=orientation_override,
         cache=slice_cache,
+        units_window=config.preprocess.window if check_units else None,
     )
     if parent is None:
         config = dataclasses.replace(
@@ -399,6 +424,7 @@ def transfer(
     progress: bool = True,
     ratios: tuple[int, int, int] = (8, 1, 1),
     orientation_override: str | None = None,
+    check_units: bool = True,
 ) -> ModelInfo:
     """S101: build ``AnimalOrganNet`` from a trained human model and train it on animal CT.
 
@@ -443,10 +469,13 @@ def transfer(
             model's statistics) or ``"animal"`` (recomputed from the animal training cases'
             organs, as a model from random weights always does).
         orientation_override: ``--orientation`` for every scan of ``data``.
+        check_units: refuse cases that are not in the model's units (a model whose window
+            reaches air, as the human model's does, needs cases that show air;
+            :mod:`vetseg.io.units`).
 
     Raises:
-        InputError: an unknown method or intensity source, or ``from_scratch`` with another
-            method.
+        InputError: an unknown method or intensity source, ``from_scratch`` with another
+            method, or cases not in the model's units.
     """
     from vetseg.data.datasets import labelled_organs
     from vetseg.labels import HUMAN_TO_ANIMAL
@@ -479,6 +508,7 @@ def transfer(
             f"{human_model} takes {human_channels} input channels; a transfer from it can keep"
             f" them or start from a one-channel human model, not make {wanted_channels}."
         )
+    window = (human_info.preprocess if transferred else config.preprocess).window
     prepared = prepare_data(
         data,
         organs,
@@ -487,6 +517,7 @@ def transfer(
         ratios,
         orientation=config.preprocess.orientation,
         orientation_override=orientation_override,
+        units_window=window if check_units else None,
     )
     species = species or prepared.dataset.species
     resolved, rule = resolve_spacing(spacing, human_info.preprocess.spacing, species, prepared)
