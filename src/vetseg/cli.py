@@ -641,6 +641,12 @@ def segment(
         help="Average organ probabilities over N neighbouring slices on each side (binomial "
         "weights) so that slices do not decide alone; 0: off.",
     ),
+    mirror: bool = typer.Option(
+        False,
+        "--mirror",
+        help="Also segment every slice mirrored left-right and average the two answers "
+        "(test-time augmentation, paired organs swapped); twice the network's time.",
+    ),
     orientation: str | None = _ORIENTATION,
     shard: str | None = typer.Option(
         None,
@@ -690,6 +696,7 @@ def segment(
         threads=threads,
         precision=precision,
         smooth_slices=smooth_slices,
+        mirror=mirror,
         orientation=orientation,
         shard=_parse_shard(shard),
         rescale_intercept=rescale_intercept,

@@ -52,16 +52,20 @@ class BandNet(nn.Module):
 
 
 def _segmenter(
-    engine: str, tmp_path_factory: pytest.TempPathFactory, tile: int | None = None
+    engine: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tile: int | None = None,
+    mirror: bool = False,
 ) -> Segmenter:
     model = BandNet(PREPROCESS).eval()
     preprocess = dataclasses.replace(PREPROCESS, tile=tile)
     info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, preprocess, "test")
     if engine == "torch":
-        return Segmenter(model, info, batch_size=8)
+        return Segmenter(model, info, batch_size=8, mirror=mirror)
     info.weights_sha256 = "b" * 64
     path = export_onnx(model, info, tmp_path_factory.mktemp("fov") / "model.onnx")
-    return Segmenter(model, info, batch_size=8, engine=OnnxEngine(path, threads=1))
+    engine_ = OnnxEngine(path, threads=1)
+    return Segmenter(model, info, batch_size=8, engine=engine_, mirror=mirror)
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +80,28 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnx"])
-@pytest.mark.parametrize("tile", [None, 64])
+@pytest.mark.parametrize(
+    ("engine", "tile", "mirror"),
+    [
+        ("torch", None, False),
+        ("torch", 64, False),
+        ("onnx", None, False),
+        ("onnx", 64, False),
+        ("torch", None, True),
+        ("onnx", 64, True),
+    ],
+)
 def test_padding_with_air_and_cropping_keep_the_labels(
-    engine: str, tile: int | None, rabbit: tuple, tmp_path_factory: pytest.TempPathFactory
+    engine: str,
+    tile: int | None,
+    mirror: bool,
+    rabbit: tuple,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Also for a model run on larger tiles than it trained on (``tile``; the ONNX file is
-    then exported at that size)."""
+    then exported at that size), and with the mirror pass (``mirror``)."""
     ct, spacing = rabbit
-    segmenter = _segmenter(engine, tmp_path_factory, tile)
+    segmenter = _segmenter(engine, tmp_path_factory, tile, mirror)
     meta = ImageMeta(spacing=spacing, origin=(0.0, 0.0, 0.0))
     base = segmenter.predict(ct, meta).labels
 

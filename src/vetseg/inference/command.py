@@ -56,6 +56,8 @@ class SegmentRequest:
         precision: ``auto``, ``fp32`` or ``bf16`` (OpenVINO, after the accuracy check).
         smooth_slices: average organ probabilities over this many neighbouring slices on each
             side (0: off, the default until measured better on held-out data).
+        mirror: also segment every slice mirrored left-right and average the two answers
+            (test-time augmentation; twice the network's time; off by default).
         orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
             header (see :mod:`vetseg.io.orientation`); None: the header's.
         shard: ``(i, n)``: segment only shard ``i`` of ``n`` of a folder of scans
@@ -86,6 +88,7 @@ class SegmentRequest:
     threads: int | None = None
     precision: str = "auto"
     smooth_slices: int = 0
+    mirror: bool = False
     orientation: str | None = None
     shard: tuple[int, int] | None = None
     rescale_intercept: float = 0.0
@@ -229,6 +232,7 @@ def run_segment(
         threshold=request.threshold,
         postprocess=postprocess,
         smooth_slices=request.smooth_slices,
+        mirror=request.mirror,
     )
     if batch:
         return _run_batch(request, segmenter, console, errors)

@@ -230,6 +230,8 @@ def build_report(
             "threshold": segmenter.threshold,
             "batch_size": segmenter.batch_size,
             "postprocess": postprocess,
+            "smooth_slices": segmenter.smooth_slices,
+            "mirror": segmenter.mirror,
         },
     )
 
