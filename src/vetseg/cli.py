@@ -834,6 +834,7 @@ def rl_tune_cmd(
     eval_every: int = typer.Option(
         0, "--eval-every", help="Log validation Dice every N steps (0: start and end)."
     ),
+    skip_units_check: bool = _SKIP_UNITS_TRAIN,
 ) -> None:
     """S104: PPO-style RL fine-tuning against Dice rewards; writes a child model."""
     import dataclasses
@@ -861,7 +862,9 @@ def rl_tune_cmd(
     if (target / "vetseg.toml").is_file():
         if data is not None:
             raise InputError(f"{target} is a workspace: give no DATA, its cases are used.")
-        info, promoted = rl_tune_workspace(target, cfg, out=out, eval_every=eval_every)
+        info, promoted = rl_tune_workspace(
+            target, cfg, out=out, eval_every=eval_every, check_units=not skip_units_check
+        )
         where = out or target / "models" / info.model_id
         status = "now the current model" if promoted else "kept, not promoted (no gain)"
     else:
@@ -869,7 +872,9 @@ def rl_tune_cmd(
             raise InputError(
                 f"{target} is not a workspace: give a model folder, DATA and --out DIR."
             )
-        info = rl_tune(target, data, out, cfg, eval_every=eval_every)
+        info = rl_tune(
+            target, data, out, cfg, eval_every=eval_every, check_units=not skip_units_check
+        )
         where, status = out, f"parent {info.parent}"
     metrics = info.metrics
     before, after = metrics.get("parent_val_mean_dice"), metrics.get("val_mean_dice")
@@ -1179,6 +1184,7 @@ def refine_cmd(
     steps_per_epoch: int | None = _STEPS,
     seed: int | None = _SEED,
     no_augment: bool = _NO_AUG,
+    skip_units_check: bool = _SKIP_UNITS_TRAIN,
 ) -> None:
     """S103: retrain from the current model on labelled + corrected cases; promote if better."""
     from vetseg.config import AugmentConfig
@@ -1200,7 +1206,7 @@ def refine_cmd(
             import dataclasses
 
             config = dataclasses.replace(config, augment=AugmentConfig(enabled=False))
-        result = refine_round(ws, config)
+        result = refine_round(ws, config, check_units=not skip_units_check)
     if result.resumed:
         print(f"finished interrupted round {result.round}")
     print(result.message)

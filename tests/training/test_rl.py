@@ -367,7 +367,8 @@ def test_rl_tune_command_refuses_bad_input_with_one_sentence(tmp_path: Path) -> 
 
 
 def _tiny_dataset(out: Path, cases: int = 3) -> None:
-    """Cases of 6 x 64 x 64 voxels with a liver block and a kidney disc (vetseg ids 1 and 3)."""
+    """Cases of 6 x 64 x 64 voxels with a liver block and a kidney disc (vetseg ids 1 and 3), and
+    a voxel of air in each slice."""
     from vetseg.data.phantoms import write_msd_dataset
     from vetseg.io.image import ImageMeta
     from vetseg.labels import CORE_ORGANS
@@ -382,6 +383,7 @@ def _tiny_dataset(out: Path, cases: int = 3) -> None:
             ct = rng.normal(-50, 20, labels.shape)
             ct[labels == 1] += 150
             ct[labels == 3] += 250
+            ct[:, 0, 0] = -1000  # air in view, as in any CT in HU (vetseg.io.units)
             yield f"toy_{k:03d}", ct.astype(np.int16), labels, ImageMeta((1.0, 1.0, 2.0), (0, 0, 0))
 
     write_msd_dataset(out, generate(), CORE_ORGANS, {"species": "rabbit", "synthetic": True})

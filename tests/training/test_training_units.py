@@ -87,3 +87,23 @@ def test_transfer_refuses_raw_valued_animal_cases(data: Path) -> None:
     assert "rabbit_001 (lowest" in text and not (data / "t" / "model.safetensors").exists()
     _run([*args, "--skip-units-check"])
     assert (data / "t" / "model.safetensors").is_file()
+
+
+def test_refine_and_rl_tune_refuse_raw_valued_cases_too(data: Path) -> None:
+    from vetseg.config import StageConfig
+    from vetseg.errors import InputError
+    from vetseg.training.stages import refine
+
+    animal = data / "t"
+    if not (animal / "model.safetensors").is_file():
+        test_transfer_refuses_raw_valued_animal_cases(data)
+    config = StageConfig(epochs=1, batch_size=2, steps_per_epoch=1, extend=0, val_slices=2)
+    with pytest.raises(InputError, match="rabbit_001 \\(lowest"):
+        refine(animal, data / "rabbit_raw", data / "r", config, progress=False)
+    assert not (data / "r" / "model.safetensors").exists()
+    args = ["rl-tune", str(animal), str(data / "rabbit_raw"), "--out", str(data / "rl")]
+    args += ["--steps", "1", "--batch-size", "2", "--samples-per-image", "1"]
+    text = _run(args, code=2)
+    assert "rabbit_001 (lowest" in text and not (data / "rl" / "model.safetensors").exists()
+    _run([*args, "--skip-units-check"])
+    assert (data / "rl" / "model.safetensors").is_file()

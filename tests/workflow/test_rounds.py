@@ -34,6 +34,7 @@ def _fake_training(head_bias: tuple[float, float]) -> Any:
         config: Any,
         progress: bool,
         keep_in_train: Any = (),
+        check_units: bool = True,
     ) -> None:
         model, parent = load_model(parent_path)
         with torch.no_grad():

@@ -640,6 +640,7 @@ def rl_tune(
     progress: bool = True,
     stage: str = "rl",
     model_id: str | None = None,
+    check_units: bool = True,
 ) -> Any:
     """S104: PPO-style fine-tuning of an animal (or human) model; writes a child model.
 
@@ -661,6 +662,8 @@ def rl_tune(
         progress: show a progress bar.
         stage: the stage name recorded in model.json.
         model_id: the child's id (default a new ``rl-<time>-<random>`` id).
+        check_units: refuse cases that are not in the model's units (a HU model's cases show
+            air; :mod:`vetseg.io.units`).
 
     Returns:
         The child's :class:`~vetseg.models.files.ModelInfo`.
@@ -688,6 +691,7 @@ def rl_tune(
         rl_dir / "splits.json",
         ratios,
         orientation=parent.preprocess.orientation,
+        units_window=parent.preprocess.window if check_units else None,
     )
     atomic_write_json(rl_dir / "config.json", to_dict(config))
     torch.manual_seed(config.seed)

@@ -699,6 +699,7 @@ def refine(
     ratios: tuple[int, int, int] = (8, 1, 1),
     stage: str = "refine",
     keep_in_train: Sequence[str] | KnownCases = (),
+    check_units: bool = True,
 ) -> ModelInfo:
     """S103: retrain an animal model on old + corrected cases (refine-round defaults).
 
@@ -717,6 +718,8 @@ def refine(
         keep_in_train: cases the parent's lineage trained or selected on (names, or
             :class:`~vetseg.data.identity.KnownCases` matched by content): kept in train so
             that validation and test cases are new to the parent when enough remain.
+        check_units: refuse cases that are not in the model's units (a HU model's cases show
+            air; :mod:`vetseg.io.units`).
     """
     out = Path(out)
     model, parent = load_model(Path(parent_model))
@@ -734,6 +737,7 @@ def refine(
         ratios,
         keep_in_train,
         orientation=parent.preprocess.orientation,
+        units_window=parent.preprocess.window if check_units else None,
     )
     _, record = _fit(model, prepared, parent.organs, config, out, resume, progress)
     info = ModelInfo(

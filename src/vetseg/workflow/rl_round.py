@@ -21,6 +21,7 @@ def rl_tune_workspace(
     out: Path | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    check_units: bool = True,
 ) -> tuple[Any, bool]:
     """``vetseg rl-tune WORKSPACE``: RL-tune the workspace's current model on its cases.
 
@@ -37,6 +38,8 @@ def rl_tune_workspace(
         out: the child's folder (default ``models/<id>`` inside the workspace).
         eval_every: as in :func:`vetseg.training.rl.rl_tune`.
         progress: show a progress bar.
+        check_units: refuse cases that are not in the model's units (a HU model's cases show
+            air; ``vetseg add`` warned about each when it was added).
 
     Returns:
         ``(info, promoted)``.
@@ -65,6 +68,7 @@ def rl_tune_workspace(
             eval_every=eval_every,
             progress=progress,
             model_id=model_id,
+            check_units=check_units,
         )
         info.training["cases"] = sorted(labels)
         before = info.metrics.get("parent_val_mean_dice")

@@ -128,6 +128,7 @@ def _train(
     config: StageConfig,
     progress: bool,
     keep_in_train: Sequence[str] | KnownCases = (),
+    check_units: bool = True,
 ) -> None:
     """Train the round's model (resuming from ``out/train``'s checkpoint when there is one)."""
     from vetseg.training.stages import refine
@@ -141,6 +142,7 @@ def _train(
         progress=progress,
         ratios=(8, 1, 1),
         keep_in_train=keep_in_train,
+        check_units=check_units,
     )
 
 
@@ -189,7 +191,11 @@ def seen_among(
 
 
 def refine_round(
-    workspace: Workspace, config: StageConfig | None = None, *, progress: bool = True
+    workspace: Workspace,
+    config: StageConfig | None = None,
+    *,
+    progress: bool = True,
+    check_units: bool = True,
 ) -> RoundResult:
     """Run (or resume) one refine round and apply the promotion rule.
 
@@ -199,6 +205,8 @@ def refine_round(
             section 4's refine-round values, overridden by ``[refine]`` in vetseg.toml). Its
             preprocessing is always the parent's: a round never changes the input definition.
         progress: show training progress.
+        check_units: refuse cases that are not in the model's units (a HU model's cases show
+            air; ``vetseg add`` warned about each when it was added).
 
     Returns:
         The round's result (see :attr:`RoundResult.message`).
@@ -270,7 +278,15 @@ def refine_round(
         train_config = dataclasses.replace(base, preprocess=parent_info.preprocess)
         seen = seen_cases(workspace, parent.model_id)
         if not (out / "model.json").is_file():
-            _train(parent_path, dataset, out, train_config, progress, keep_in_train=seen)
+            _train(
+                parent_path,
+                dataset,
+                out,
+                train_config,
+                progress,
+                keep_in_train=seen,
+                check_units=check_units,
+            )
         info = read_model_info(out)
         split = read_splits(out / "train" / "splits.json")
         familiar = seen_among(dataset, split["val"], seen, out / "train" / "splits.json")
