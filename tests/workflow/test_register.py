@@ -111,7 +111,7 @@ def test_raw_scanner_values_in_a_hu_workspace_get_a_units_warning(tmp_path: Path
     assert sorted(result.added) == ["fine", "raw"]
     assert len(result.warnings) == 1
     assert "raw.nii.gz: no value below -500 (lowest 24)" in result.warnings[0]
-    assert "-1024" in result.warnings[0]
+    assert "-1024" in result.warnings[0] and "--skip-units-check" in result.warnings[0]
 
 
 def test_use_imports_the_model_and_checks_organs_and_window(setup: Setup, tmp_path: Path) -> None:
