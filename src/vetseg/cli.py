@@ -1058,6 +1058,8 @@ def prelabel_cmd(
             f"  {item.rank + 1:>3}. {item.case_id:<24} uncertainty {item.uncertainty:.3f}  "
             f"{workspace / 'review' / item.case_id / 'prelabel.nii.gz'}"
         )
+    for case_id, why in result.skipped:
+        print(f"skipped {case_id} (no draft written): {why}", file=sys.stderr)
 
 
 @app.command("correct")

@@ -166,3 +166,42 @@ def test_prelabel_in_a_workspace_opened_by_a_relative_path(tmp_path, monkeypatch
         assert (tmp_path / "ws" / "review" / item.case_id / "prelabel.nii.gz").is_file()
         assert f"review/{item.case_id}/prelabel.nii.gz" in ws.named_files()
         assert check_workspace(ws).problems == []
+
+
+def test_a_scan_without_air_gets_no_draft_and_is_named(tmp_path) -> None:
+    """A scan stored as raw scanner values (HU + 1024: no air) in a HU workspace: `add`
+    warned; pre-labelling it would draft nonsense, so it is skipped, named, and stays
+    unlabelled, while the other cases get their drafts."""
+    from tests.workflow.helpers import META, phantom
+    from vetseg.io.image import write_image
+
+    setup = make_workspace(tmp_path, labelled=0, unlabelled=2)
+    image, _ = phantom(seed=7)
+    raw = write_image(image.astype(np.int32) + 1024, META, tmp_path / "raw0.nii.gz")
+    with Workspace.open(setup.root) as ws:
+        assert add_scans(ws, [raw]).warnings  # told when it was added
+        result = prelabel(ws)
+        assert sorted(i.case_id for i in result.items) == ["new0", "new1"]
+        assert [case for case, _ in result.skipped] == ["raw0"]
+        assert "its lowest value is" in result.skipped[0][1] and "-1024" in result.skipped[0][1]
+        assert ws.case("raw0").state == "unlabelled"
+        assert not (ws.review_dir("raw0") / "prelabel.nii.gz").exists()
+        assert ws.audit_log()[-1]["action"] == "prelabel-done"
+
+
+def test_prelabel_command_names_the_skipped_scan(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tests.workflow.helpers import META, phantom
+    from vetseg.cli import app
+    from vetseg.io.image import write_image
+
+    setup = make_workspace(tmp_path, labelled=0, unlabelled=1)
+    image, _ = phantom(seed=7)
+    raw = write_image(image.astype(np.int32) + 1024, META, tmp_path / "raw0.nii.gz")
+    with Workspace.open(setup.root) as ws:
+        add_scans(ws, [raw])
+    result = CliRunner().invoke(app, ["prelabel", str(setup.root)])
+    assert result.exit_code == 0, result.output
+    assert "pre-labelled 1 case(s)" in result.stdout
+    assert "skipped raw0 (no draft written): its lowest value is" in result.stderr

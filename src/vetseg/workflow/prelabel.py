@@ -67,6 +67,9 @@ class PrelabelResult:
         items: the run's cases in queue order (those done before an interruption included).
         resumed: True when this command finished an interrupted run.
         candidates: how many cases could have been chosen.
+        skipped: ``(case id, why)`` of chosen cases left without a draft: scans not in the
+            model's units (a HU model given a scan without air, :mod:`vetseg.io.units`), whose
+            draft would be nonsense. They stay unlabelled.
     """
 
     run: int | None
@@ -75,6 +78,11 @@ class PrelabelResult:
     items: list[PrelabelItem]
     resumed: bool
     candidates: int
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class _NotInUnits(Exception):
+    """A case's scan is not in the model's units; the message says why."""
 
 
 # --------------------------------------------------------------------------- uncertainty
@@ -230,10 +238,18 @@ def _prelabel_case(
 
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
     from vetseg.io.image import to_canonical, write_image
+    from vetseg.io.units import lowest_value, units_problem
 
     info = segmenter.info
     organs = workspace.settings.organs
     volume, meta, posed = read_case(workspace, case_id)
+    if units_problem(volume, info.preprocess.window) is not None:
+        raise _NotInUnits(
+            f"its lowest value is {lowest_value(volume):.0f}: no air, so not the Hounsfield "
+            "units this model works in, and a draft would be nonsense. If the file stores the "
+            "scanner's raw values, convert it to HU (add its rescale intercept, usually -1024) "
+            "and add it again."
+        )
     score = _cached_score(workspace, case_id, info.model_id)
     if score is None:
         canonical, canonical_meta = to_canonical(volume, posed, info.preprocess.orientation)
@@ -372,6 +388,7 @@ def prelabel(
         run, model_id = int(running["run"]), str(running["model_id"])
         done = {p.case_id: p for p in workspace.prelabels() if p.run == run}
         items: list[PrelabelItem] = []
+        skipped: list[tuple[str, str]] = []
         for rank, case_id in enumerate(running["selected"]):
             if case_id in done:
                 record = done[case_id]
@@ -381,9 +398,12 @@ def prelabel(
                 continue  # corrected while the run was interrupted: nothing to draft
             if on_case is not None:
                 on_case(case_id)
-            items.append(
-                _prelabel_case(workspace, segmenter, run, rank, case_id, running["strategy"])
-            )
+            try:
+                items.append(
+                    _prelabel_case(workspace, segmenter, run, rank, case_id, running["strategy"])
+                )
+            except _NotInUnits as problem:
+                skipped.append((case_id, str(problem)))
         with workspace.transaction():
             workspace.db.execute(
                 "UPDATE prelabel_runs SET status = 'done', finished = ? WHERE run = ?",
@@ -391,9 +411,16 @@ def prelabel(
             )
             workspace.audit(
                 "prelabel-done",
-                {"run": run, "cases": [i.case_id for i in items], "resumed": resumed},
+                {
+                    "run": run,
+                    "cases": [i.case_id for i in items],
+                    "skipped": [case_id for case_id, _ in skipped],
+                    "resumed": resumed,
+                },
             )
-        return PrelabelResult(run, model_id, running["strategy"], items, resumed, n_candidates)
+        return PrelabelResult(
+            run, model_id, running["strategy"], items, resumed, n_candidates, tuple(skipped)
+        )
 
 
 def review_queue(workspace: Workspace) -> list[dict[str, Any]]:

@@ -249,8 +249,8 @@ def _add_scans(
                 f"units (air would be), and this workspace's window {list(window)} is in HU; "
                 "if the file stores the scanner's raw values, add its rescale intercept "
                 "(usually -1024) before adding it, or models will learn and pre-label "
-                "nonsense (vetseg refine and rl-tune refuse such a case unless given "
-                "--skip-units-check). A crop with no air in view is fine."
+                "nonsense (vetseg prelabel skips such a case; refine and rl-tune refuse it "
+                "unless given --skip-units-check). A crop with no air in view is fine."
             )
         posed = apply_orientation_override(meta, orientation, image.shape)
         warning = posture_warning(image, posed, str(scan), workspace.settings.orientation)
