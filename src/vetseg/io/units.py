@@ -10,10 +10,11 @@ HU, or is a crop that holds no air at all. :func:`units_problem` says so; ``vets
 refuses such a scan unless it is told the intercept (``--rescale-intercept``) or told to go on
 (``--skip-units-check``).
 
-Training checks the same (:func:`training_units_problem`): ``vetseg train-human`` and
-``vetseg transfer`` refuse a dataset whose cases show no air when the model works in HU (one
-raw-valued case among ten teaches the model that soft tissue can read as bone), unless told
-``--skip-units-check``.
+Training checks the same (:func:`training_units_problem`): ``vetseg train-human``,
+``transfer``, ``refine`` and ``rl-tune`` refuse training data in which a case shows no air when
+the model works in HU (one raw-valued case among ten teaches the model that soft tissue can
+read as bone), unless told ``--skip-units-check``; ``vetseg prelabel`` drafts nothing for such a
+scan.
 
 Models trained on other units (8-bit micro-CT with window ``[0, 255]``) are not checked: a
 window that does not reach air says nothing about what the model's scans looked like.

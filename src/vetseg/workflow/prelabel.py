@@ -238,14 +238,15 @@ def _prelabel_case(
 
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
     from vetseg.io.image import to_canonical, write_image
-    from vetseg.io.units import lowest_value, units_problem
+    from vetseg.io.units import AIR_HU, expects_hu, lowest_value
 
     info = segmenter.info
     organs = workspace.settings.organs
     volume, meta, posed = read_case(workspace, case_id)
-    if units_problem(volume, info.preprocess.window) is not None:
+    low = lowest_value(volume)
+    if expects_hu(info.preprocess.window) and low > AIR_HU:
         raise _NotInUnits(
-            f"its lowest value is {lowest_value(volume):.0f}: no air, so not the Hounsfield "
+            f"its lowest value is {low:.0f}: no air, so not the Hounsfield "
             "units this model works in, and a draft would be nonsense. If the file stores the "
             "scanner's raw values, convert it to HU (add its rescale intercept, usually -1024) "
             "and add it again."
