@@ -197,10 +197,10 @@ def cut_field(image: np.ndarray, meta, reference: dict[str, np.ndarray], fov_mm:
 
 
 def resample_inplane(image: np.ndarray, meta, reference: dict[str, np.ndarray], pixel_mm: float):
-    """The scan (linear) and its references (nearest) resampled in-plane to square pixels of
-    ``pixel_mm`` over the same field (a scanner that reconstructs on a finer or coarser
-    matrix); slices unchanged. The origin moves with the first pixel's centre, so the patient
-    stays where it was."""
+    """The scan (linear) and its references (nearest; masks or uint8 label maps, dtype kept)
+    resampled in-plane to square pixels of ``pixel_mm`` over the same field (a scanner that
+    reconstructs on a finer or coarser matrix); slices unchanged. The origin moves with the
+    first pixel's centre, so the patient stays where it was."""
     import dataclasses
 
     from scipy import ndimage
@@ -222,7 +222,9 @@ def resample_inplane(image: np.ndarray, meta, reference: dict[str, np.ndarray], 
         meta.origin[2],
     )
     out_meta = dataclasses.replace(meta, spacing=(new_x, new_y, meta.spacing[2]), origin=origin)
-    out_reference = {k: resample(v.astype(np.uint8), 0).astype(bool) for k, v in reference.items()}
+    out_reference = {
+        k: resample(v.astype(np.uint8), 0).astype(v.dtype) for k, v in reference.items()
+    }
     return resample(image.astype(np.float32), 1), out_meta, out_reference
 
 
