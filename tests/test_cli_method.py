@@ -272,6 +272,32 @@ def test_transfer_builds_the_refine_module_asked_for(
     assert first.expand[0].out_channels == 2 * first.expand[0].in_channels == 32
 
 
+def test_transfer_does_not_inherit_the_human_models_inference_tile_or_tilings(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both were measured for the human model on human scans: the animal model gets its own
+    (the config's: none and 1)."""
+    import dataclasses
+
+    from vetseg.config import PreprocessConfig, StageConfig
+    from vetseg.models.files import load_model, read_model_info, save_model
+    from vetseg.training.stages import transfer
+
+    net, human = load_model(trained["human"])
+    parent = tmp_path / "human_tilings"
+    preprocess = dataclasses.replace(human.preprocess, tilings=3)
+    save_model(net, parent, dataclasses.replace(human, model_id="human-t3", preprocess=preprocess))
+    assert read_model_info(parent).preprocess.tilings == 3 and preprocess.tile == 96
+    config = StageConfig.transfer(
+        epochs=1, freeze_epochs=0, batch_size=4, steps_per_epoch=1, extend=0,
+        preprocess=PreprocessConfig(size=64),
+    )  # fmt: skip
+    info = transfer(parent, trained["rabbit"], tmp_path / "m", config, progress=False)
+    assert info.parent == "human-t3"
+    assert info.preprocess.tilings == 1 and info.preprocess.tile is None
+    assert read_model_info(tmp_path / "m").preprocess.tilings == 1
+
+
 def _rabbits_with_a_stomach(source: Path, out: Path) -> None:
     """A copy of the rabbit phantoms whose labels also draw a "stomach" (id 8), which the
     human model does not know."""

@@ -647,6 +647,12 @@ def segment(
         help="Also segment every slice mirrored left-right and average the two answers "
         "(test-time augmentation, paired organs swapped); twice the network's time.",
     ),
+    tilings: int | None = typer.Option(
+        None,
+        "--tilings",
+        help="Grids of tiles averaged per slice: 1, 3 or 5 (the grid moved a quarter tile; "
+        "each one more pass of the network); default: the model's own (model.json).",
+    ),
     orientation: str | None = _ORIENTATION,
     shard: str | None = typer.Option(
         None,
@@ -697,6 +703,7 @@ def segment(
         precision=precision,
         smooth_slices=smooth_slices,
         mirror=mirror,
+        tilings=tilings,
         orientation=orientation,
         shard=_parse_shard(shard),
         rescale_intercept=rescale_intercept,

@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 #: The most neighbouring slices on each side a model may take as extra input channels.
 MAX_CONTEXT_SLICES = 8
+#: Numbers of tile grids a model may average at inference (:attr:`PreprocessConfig.tilings`).
+TILINGS = (1, 3, 5)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ class PreprocessConfig:
             tile shows it more of the body at once (both kidneys and the spine in one tile).
             None: ``size``. Only for models with a pixel spacing; chosen by measurement (the
             shipped human model: trained on 128 px tiles, run on 192 px, see README).
+        tilings: how many grids of tiles the network runs on at inference, their logits
+            averaged (Gaussian-weighted): 1, the grid placed on the body's box; 3, also that
+            grid moved a quarter tile diagonally both ways; 5, also moved a quarter tile up,
+            down, left and right (:data:`vetseg.data.preprocess.TILING_SHIFTS`). The answer of
+            one grid depends on where its tile borders fall (a small field of view moves them),
+            and the average of several placements depends on it less; each grid costs one
+            more pass of the network. Only for models with a pixel spacing; chosen by
+            measurement (benchmarks/tilings.py).
     """
 
     window: tuple[float, float] = (-1000.0, 1000.0)
@@ -57,6 +67,7 @@ class PreprocessConfig:
     intensity: tuple[float, float] | None = None
     context_slices: int = 0
     tile: int | None = None
+    tilings: int = 1
 
     def __post_init__(self) -> None:
         if self.window[0] >= self.window[1]:
@@ -85,6 +96,17 @@ class PreprocessConfig:
                     "an inference tile needs a model with a pixel spacing (a legacy model "
                     "squashes every slice to its input size)."
                 )
+        whole_tilings = isinstance(self.tilings, int) and not isinstance(self.tilings, bool)
+        if not whole_tilings or self.tilings not in TILINGS:
+            raise InputError(
+                f"tilings must be one of {', '.join(map(str, TILINGS))} (grids of tiles "
+                f"averaged at inference), got {self.tilings!r}."
+            )
+        if self.tilings != 1 and self.spacing is None:
+            raise InputError(
+                "shifted tilings need a model with a pixel spacing (a legacy model squashes "
+                "every slice to its input size)."
+            )
         context = self.context_slices
         whole = isinstance(context, int) and not isinstance(context, bool)
         if not whole or not 0 <= context <= MAX_CONTEXT_SLICES:

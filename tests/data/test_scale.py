@@ -208,6 +208,66 @@ def test_boxed_tiles_do_not_move_with_the_field_of_view() -> None:
     assert not torch.equal(wide_all[:, :, 50:170, 15:165], own_all)
 
 
+@pytest.mark.parametrize("tilings", [3, 5])
+def test_shifted_tilings_move_the_first_grid_by_quarter_tiles(tilings: int) -> None:
+    image = _body_slices((200, 300), (50, 90, 100, 170))
+    first = plan_tiles(image, 32, body=0.0)
+    tiles = plan_tiles(image, 32, body=0.0, tilings=tilings)
+    assert tiles[: len(first)] == first and len(tiles) == tilings * len(first)
+    moves = {
+        (y - y0, x - x0)
+        for i, (k, y, x) in enumerate(tiles[len(first) :])
+        for k0, y0, x0 in [first[i % len(first)]]
+        if k == k0
+    }
+    expected = {3: {(8, 8), (-8, -8)}, 5: {(8, 0), (-8, 0), (0, 8), (0, -8)}}[tilings]
+    assert moves == expected  # a quarter of the 32 px tile
+    with pytest.raises(ValueError, match="tilings must be one of"):
+        plan_tiles(image, 32, body=0.0, tilings=2)
+
+
+@pytest.mark.parametrize("tilings", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(20, 20), (32, 32), (45, 70)])
+def test_every_tiling_of_an_identity_gives_the_image_back(
+    shape: tuple[int, int], tilings: int
+) -> None:
+    """The grids' logits are averaged with weights that sum to one, each moved tile put back
+    where it was cut: an identity network gives the image back, whole-field or boxed."""
+    image = np.random.default_rng(4).normal(0, 1, (2, *shape)).astype(np.float32)
+    calls = []
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return batch.copy()
+
+    out = tiled_logits(identity, image, 32, fill=-5.0, batch_size=4, tilings=tilings)
+    np.testing.assert_allclose(out[:, 0].numpy(), image, atol=1e-5)
+    assert sum(calls) == tilings * len(plan_tiles(image, 32))
+    body = _body_slices((60, 80), (10, 50, 15, 70))
+    boxed = tiled_logits(identity, body, 32, -4.0, 4, body=0.0, tilings=tilings)[:, 0].numpy()
+    np.testing.assert_allclose(boxed[:, 10:50, 15:70], body[:, 10:50, 15:70], atol=1e-5)
+
+
+@pytest.mark.parametrize("tilings", [3, 5])
+def test_shifted_tilings_do_not_move_with_the_field_of_view(tilings: int) -> None:
+    """As for one grid: the moved grids follow the body, so air around it changes nothing on
+    the shared pixels; and the average of the grids differs from the first grid alone for a
+    network whose answer depends on the position in its tile."""
+    image = _body_slices((120, 150), (30, 100, 20, 90))
+    ramp = np.linspace(0.0, 1.0, 32, dtype=np.float32)
+
+    def positional(batch: np.ndarray) -> np.ndarray:
+        return batch + ramp[None, None, :, None] * ramp[None, None, None, :]
+
+    padded = np.full((2, 120 + 70, 150 + 45), -4.0, dtype=np.float32)
+    padded[:, 50:170, 15:165] = image
+    own = tiled_logits(positional, image, 32, -4.0, 8, body=0.0, tilings=tilings)
+    wide = tiled_logits(positional, padded, 32, -4.0, 8, body=0.0, tilings=tilings)
+    np.testing.assert_array_equal(wide[:, :, 50:170, 15:165].numpy(), own.numpy())
+    one = tiled_logits(positional, image, 32, -4.0, 8, body=0.0)
+    assert not torch.allclose(own[:, :, 30:100, 20:90], one[:, :, 30:100, 20:90])
+
+
 def test_body_level_is_minus_500_hu_in_model_intensity() -> None:
     assert body_level(PHYSICAL) == pytest.approx((BODY_HU - 50.0) / 200.0)
     narrow = dataclasses.replace(PHYSICAL, window=(-200.0, 300.0))

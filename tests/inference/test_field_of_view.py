@@ -56,9 +56,10 @@ def _segmenter(
     tmp_path_factory: pytest.TempPathFactory,
     tile: int | None = None,
     mirror: bool = False,
+    tilings: int = 1,
 ) -> Segmenter:
     model = BandNet(PREPROCESS).eval()
-    preprocess = dataclasses.replace(PREPROCESS, tile=tile)
+    preprocess = dataclasses.replace(PREPROCESS, tile=tile, tilings=tilings)
     info = ModelInfo(new_model_id("test"), {"class": "BandNet"}, ORGANS, preprocess, "test")
     if engine == "torch":
         return Segmenter(model, info, batch_size=8, mirror=mirror)
@@ -81,27 +82,31 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize(
-    ("engine", "tile", "mirror"),
+    ("engine", "tile", "mirror", "tilings"),
     [
-        ("torch", None, False),
-        ("torch", 64, False),
-        ("onnx", None, False),
-        ("onnx", 64, False),
-        ("torch", None, True),
-        ("onnx", 64, True),
+        ("torch", None, False, 1),
+        ("torch", 64, False, 1),
+        ("onnx", None, False, 1),
+        ("onnx", 64, False, 1),
+        ("torch", None, True, 1),
+        ("onnx", 64, True, 1),
+        ("torch", None, False, 5),
+        ("onnx", 64, False, 3),
     ],
 )
 def test_padding_with_air_and_cropping_keep_the_labels(
     engine: str,
     tile: int | None,
     mirror: bool,
+    tilings: int,
     rabbit: tuple,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Also for a model run on larger tiles than it trained on (``tile``; the ONNX file is
-    then exported at that size), and with the mirror pass (``mirror``)."""
+    then exported at that size), with the mirror pass (``mirror``) and with shifted tile
+    grids (``tilings``)."""
     ct, spacing = rabbit
-    segmenter = _segmenter(engine, tmp_path_factory, tile, mirror)
+    segmenter = _segmenter(engine, tmp_path_factory, tile, mirror, tilings)
     meta = ImageMeta(spacing=spacing, origin=(0.0, 0.0, 0.0))
     base = segmenter.predict(ct, meta).labels
 

@@ -525,8 +525,18 @@ def _box_starts(mask_1d: np.ndarray, size: int) -> list[int]:
     return [first + s for s in tile_starts(last - first + 1, size)]
 
 
+#: The grids of tiles beyond the first for each number of tilings
+#: (:attr:`~vetseg.config.PreprocessConfig.tilings`): moves ``(rows, columns)`` of the first
+#: grid, in quarters of a tile. Diagonal both ways for 3; up, down, left, right for 5.
+TILING_SHIFTS: dict[int, tuple[tuple[int, int], ...]] = {
+    1: (),
+    3: ((1, 1), (-1, -1)),
+    5: ((1, 0), (-1, 0), (0, 1), (0, -1)),
+}
+
+
 def plan_tiles(
-    image: np.ndarray, size: int, body: float | None = None
+    image: np.ndarray, size: int, body: float | None = None, tilings: int = 1
 ) -> list[tuple[int, int, int]]:
     """``(slice, y, x)`` of every ``size`` tile :func:`tiled_logits` runs on ``image``
     (``[z, H, W]`` or ``[z, k, H, W]``; starts may be negative or run past the slice: the
@@ -538,18 +548,30 @@ def plan_tiles(
     without running the network. A slice with no body pixel gets one centred tile. The tiles
     sit where the body is, not where the field of view ends, so a scan padded with air or
     cropped around the body is tiled alike.
+
+    ``tilings`` 3 or 5: the tiles of that first grid, then the same grid moved by each of
+    :data:`TILING_SHIFTS` (a quarter tile, ``round(size / 4)`` pixels, per step), every one
+    relative to the body's box, so field-of-view invariance holds for every grid. Moved tiles
+    may reach past the slice (into the padding) or past the body (into air).
     """
+    if tilings not in TILING_SHIFTS:
+        raise ValueError(f"tilings must be one of {sorted(TILING_SHIFTS)}, got {tilings!r}")
     if image.ndim == 3:
         image = image[:, None]
     z, _, height, width = image.shape
     if body is None:
         ys, xs = tile_starts(height, size), tile_starts(width, size)
-        return [(k, y, x) for k in range(z) for y in ys for x in xs]
-    tiles = []
-    for k in range(z):
-        mask = (image[k] > body).any(axis=0)
-        ys, xs = _box_starts(mask.any(axis=1), size), _box_starts(mask.any(axis=0), size)
-        tiles.extend((k, y, x) for y in ys for x in xs)
+        tiles = [(k, y, x) for k in range(z) for y in ys for x in xs]
+    else:
+        tiles = []
+        for k in range(z):
+            mask = (image[k] > body).any(axis=0)
+            ys, xs = _box_starts(mask.any(axis=1), size), _box_starts(mask.any(axis=0), size)
+            tiles.extend((k, y, x) for y in ys for x in xs)
+    step = int(round(size / 4))
+    first = list(tiles)
+    for dy, dx in TILING_SHIFTS[tilings]:
+        tiles.extend((k, y + dy * step, x + dx * step) for k, y, x in first)
     return tiles
 
 
@@ -560,6 +582,7 @@ def tiled_logits(
     fill: float,
     batch_size: int,
     body: float | None = None,
+    tilings: int = 1,
 ) -> torch.Tensor:
     """Logits of model-grid slices of any size through a network that takes ``size`` tiles.
 
@@ -574,6 +597,7 @@ def tiled_logits(
         body: the model intensity of the body threshold (:func:`body_level`): tiles cover
             only the body's box of each slice (:func:`plan_tiles`) and the pixels no tile
             covers get :data:`BACKGROUND_LOGIT`. None: every pixel is covered.
+        tilings: grids of tiles run and averaged (:func:`plan_tiles`; 1, 3 or 5).
 
     Returns:
         float32 ``[z, c, H, W]``: where tiles overlap, their logits are averaged with a
@@ -582,7 +606,7 @@ def tiled_logits(
     if image.ndim == 3:
         image = image[:, None]
     z, channels, height, width = image.shape
-    if body is None and height == width == size:
+    if body is None and height == width == size and tilings == 1:
         chunks = [
             torch.from_numpy(
                 np.asarray(
@@ -593,7 +617,7 @@ def tiled_logits(
             for s in range(0, z, batch_size)
         ]
         return torch.cat(chunks, dim=0)
-    tiles = plan_tiles(image, size, body)
+    tiles = plan_tiles(image, size, body, tilings)
     top = min(0, min(y for _, y, _ in tiles))
     left = min(0, min(x for _, _, x in tiles))
     padded_h = max(height, max(y for _, y, _ in tiles) + size) - top

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vetseg.config import TILINGS
 from vetseg.errors import InputError
 from vetseg.inference.report import OrganStats
 from vetseg.io.units import ScanUnits
@@ -58,6 +59,8 @@ class SegmentRequest:
             side (0: off, the default until measured better on held-out data).
         mirror: also segment every slice mirrored left-right and average the two answers
             (test-time augmentation; twice the network's time; off by default).
+        tilings: grids of tiles averaged per slice (1, 3 or 5; one more pass of the network
+            each); None: the model's own (its model.json).
         orientation: where the scan's array axes x, y, z point (``PIR``), overriding the
             header (see :mod:`vetseg.io.orientation`); None: the header's.
         shard: ``(i, n)``: segment only shard ``i`` of ``n`` of a folder of scans
@@ -89,6 +92,7 @@ class SegmentRequest:
     precision: str = "auto"
     smooth_slices: int = 0
     mirror: bool = False
+    tilings: int | None = None
     orientation: str | None = None
     shard: tuple[int, int] | None = None
     rescale_intercept: float = 0.0
@@ -123,6 +127,8 @@ def _check_request(request: SegmentRequest, batch: bool) -> None:
     request.units()  # a finite intercept
     if request.smooth_slices < 0:
         raise InputError(f"--smooth-slices must be 0 or more, got {request.smooth_slices}.")
+    if request.tilings is not None and request.tilings not in TILINGS:
+        raise InputError(f"--tilings must be 1, 3 or 5, got {request.tilings}.")
     if batch:
         single = {
             "--preview": request.preview,
@@ -233,6 +239,7 @@ def run_segment(
         postprocess=postprocess,
         smooth_slices=request.smooth_slices,
         mirror=request.mirror,
+        tilings=request.tilings,
     )
     if batch:
         return _run_batch(request, segmenter, console, errors)

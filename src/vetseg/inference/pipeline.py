@@ -232,6 +232,7 @@ def build_report(
             "postprocess": postprocess,
             "smooth_slices": segmenter.smooth_slices,
             "mirror": segmenter.mirror,
+            "tilings": segmenter.tilings,
         },
     )
 

@@ -17,6 +17,7 @@ label map in the canonical frame, and the per-organ statistics of the report
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ class Segmenter:
         mirror: also run every slice mirrored left-right and average the two answers' logits
             (the mirrored one mirrored back, paired organs such as the kidneys swapped), a
             test-time augmentation that doubles the network's time (default off).
+        tilings: grids of tiles averaged per slice (1, 3 or 5; see
+            :attr:`~vetseg.config.PreprocessConfig.tilings`); None, the default: the model's
+            own (``model.json``, measured for it; 1 for a model that names none).
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class Segmenter:
         postprocess: PostprocessConfig | None = None,
         smooth_slices: int = 0,
         mirror: bool = False,
+        tilings: int | None = None,
     ) -> None:
         if batch_size is None:
             batch_size = default_batch_size(info.preprocess.size)
@@ -175,6 +180,11 @@ class Segmenter:
             raise ValueError(f"smooth_slices must be 0 or more, got {smooth_slices}")
         self.smooth_slices = smooth_slices
         self.mirror = mirror
+        if tilings is not None:
+            # The model's own validation (one of TILINGS, a model with a pixel spacing).
+            info = dataclasses.replace(
+                info, preprocess=dataclasses.replace(info.preprocess, tilings=tilings)
+            )
         self.model = model.eval() if model is not None else None
         self.info = info
         self.batch_size = batch_size
@@ -222,6 +232,11 @@ class Segmenter:
     @property
     def organs(self) -> tuple[str, ...]:
         return self.info.organs
+
+    @property
+    def tilings(self) -> int:
+        """Grids of tiles averaged per slice (:attr:`PreprocessConfig.tilings`)."""
+        return self.info.preprocess.tilings
 
     def _spacing(self, spacing_yx: tuple[float, float] | None) -> tuple[float, float]:
         """The slices' in-plane spacing; a model with a pixel spacing cannot do without it."""
@@ -301,7 +316,7 @@ class Segmenter:
             image = stack_context(image, pre.context_slices)
         pending = [0]
         body = body_level(pre)
-        n_tiles = len(plan_tiles(image, pre.tile_size, body))
+        n_tiles = len(plan_tiles(image, pre.tile_size, body, pre.tilings))
 
         def run(batch: np.ndarray) -> np.ndarray:
             pending[0] += batch.shape[0]
@@ -309,7 +324,9 @@ class Segmenter:
             raw = self.engine(batch, release=True) if last else self.engine(batch)
             return np.asarray(raw, dtype=np.float32)
 
-        logits = tiled_logits(run, image, pre.tile_size, pad_value(pre), self.batch_size, body)
+        logits = tiled_logits(
+            run, image, pre.tile_size, pad_value(pre), self.batch_size, body, pre.tilings
+        )
         # Logits, not masks, go back, so borders are decided at the scan's resolution.
         return logits_to_native(logits, grid)
 

@@ -530,8 +530,10 @@ def transfer(
         intensity=base.intensity if transferred and intensity == "human" else None,
         # The animal model's own choice: a one-channel human stem is widened to it.
         context_slices=config.preprocess.context_slices,
-        # Its own too: the human model's inference tile was measured on human scans.
+        # Its own too: the human model's inference tile and tilings were measured on human
+        # scans.
         tile=config.preprocess.tile,
+        tilings=config.preprocess.tilings,
     )
     if resolved is not None and preprocess.intensity is None:
         # From the animal data: a model from random weights, intensity="animal", or a legacy
