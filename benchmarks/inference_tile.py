@@ -71,39 +71,60 @@ def write_derived(net, info, dest: Path, recipe: dict[str, str], note: str) -> P
     return dest
 
 
-def retile(model: Path, tile: int | None, dest: Path, command: str | None = None) -> Path:
-    """Write to ``dest`` the model at ``model`` with inference tile ``tile`` (None: the
-    training tile): same weights, new model id, parent = ``model``'s id. ``dest`` may be
-    ``model`` itself: everything is read before anything is written, and every file is
-    replaced atomically."""
+def resave_inference_setting(
+    model: Path,
+    dest: Path,
+    changes: dict,
+    key: str,
+    describe,
+    command: str | None = None,
+    why: str = "benchmarks/inference_tile.py",
+) -> Path:
+    """Write to ``dest`` the model at ``model`` with inference-only ``changes`` to its input
+    definition (e.g. ``{"tile": 192}``): same weights, new model id, parent = ``model``'s id,
+    ``training[key]`` recording the change and ``command``, MADE_BY.txt extended by
+    ``describe(old_info, new_info)``, the command and where the measurement lies (``why``).
+    ``dest`` may be ``model`` itself: everything is read before anything is written, and every
+    file is replaced atomically."""
     from vetseg.models.files import load_model, new_model_id
 
     net, info = load_model(model)
-    old_id, old_tile = info.model_id, info.preprocess.tile_size
     recipe = read_recipe(model)
     new = dataclasses.replace(
         info,
         model_id=new_model_id(info.stage),
-        parent=old_id,
-        preprocess=dataclasses.replace(info.preprocess, tile=tile),
+        parent=info.model_id,
+        preprocess=dataclasses.replace(info.preprocess, **changes),
         training={
             **info.training,
-            "inference_tile": {
-                "tile": tile,
-                "weights_of": old_id,
-                "command": command,
-            },
+            key: {**changes, "weights_of": info.model_id, "command": command},
         },
         created="",
     )
     note = (
-        f"\nInference tile: the weights of {old_id} (trained on {info.preprocess.size} px"
-        f" tiles, run on {old_tile} px) saved as {new.model_id}, run on"
-        f" {new.preprocess.tile_size} px tiles; nothing retrained."
+        "\n"
+        + describe(info, new)
         + (f" Made by: {command}." if command else "")
-        + " Why and the measurement: benchmarks/inference_tile.py.\n"
+        + f" Why and the measurement: {why}.\n"
     )
     return write_derived(net, new, dest, recipe, note)
+
+
+def retile(model: Path, tile: int | None, dest: Path, command: str | None = None) -> Path:
+    """Write to ``dest`` the model at ``model`` with inference tile ``tile`` (None: the
+    training tile): same weights, new model id, parent = ``model``'s id (see
+    :func:`resave_inference_setting`; ``dest`` may be ``model`` itself)."""
+
+    def describe(old, new) -> str:
+        return (
+            f"Inference tile: the weights of {old.model_id} (trained on {old.preprocess.size}"
+            f" px tiles, run on {old.preprocess.tile_size} px) saved as {new.model_id}, run on"
+            f" {new.preprocess.tile_size} px tiles; nothing retrained."
+        )
+
+    return resave_inference_setting(
+        model, dest, {"tile": tile}, "inference_tile", describe, command
+    )
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float | None:

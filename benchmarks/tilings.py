@@ -55,30 +55,23 @@ def set_tilings(model: Path, tilings: int, dest: Path, command: str | None = Non
     """Write to ``dest`` the model at ``model`` running ``tilings`` grids of tiles: the same
     weights under a new model id whose parent is ``model``'s, MADE_BY.txt extended. ``dest``
     may be ``model`` itself (everything is read first; every file is replaced atomically)."""
-    from inference_tile import read_recipe, write_derived
+    from inference_tile import resave_inference_setting
 
-    from vetseg.models.files import load_model, new_model_id
+    def describe(old, new) -> str:
+        return (
+            f"Tilings: the weights of {old.model_id} (run on {old.preprocess.tilings} grid(s)"
+            f" of tiles) saved as {new.model_id}, run on {tilings}; nothing retrained."
+        )
 
-    net, info = load_model(model)
-    old_id, old = info.model_id, info.preprocess.tilings
-    new = dataclasses.replace(
-        info,
-        model_id=new_model_id(info.stage),
-        parent=old_id,
-        preprocess=dataclasses.replace(info.preprocess, tilings=tilings),
-        training={
-            **info.training,
-            "inference_tilings": {"tilings": tilings, "weights_of": old_id, "command": command},
-        },
-        created="",
+    return resave_inference_setting(
+        model,
+        dest,
+        {"tilings": tilings},
+        "inference_tilings",
+        describe,
+        command,
+        why="benchmarks/tilings.py",
     )
-    note = (
-        f"\nTilings: the weights of {old_id} (run on {old} grid(s) of tiles) saved as"
-        f" {new.model_id}, run on {tilings}; nothing retrained."
-        + (f" Made by: {command}." if command else "")
-        + " Why and the measurement: benchmarks/tilings.py.\n"
-    )
-    return write_derived(net, new, dest, read_recipe(model), note)
 
 
 def offset_meta(meta, dx: float, dy: float):
