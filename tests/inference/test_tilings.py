@@ -140,3 +140,14 @@ def test_segment_tilings_reaches_the_segmenter_and_the_report(
     code, _, stderr = run("segment", physical_model_dir, scan, "--out", out, "--tilings", "2")
     assert code == 2 and "--tilings must be 1, 3 or 5, got 2" in stderr
     assert not out.exists()
+
+
+def test_segment_tilings_on_a_legacy_model_is_refused_in_one_sentence(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    volume = ramp_volume((3, 20, 20))
+    scan = write_image(volume, ImageMeta((0.8, 0.8, 2.0), (0.0, 0.0, 0.0)), tmp_path / "c.nii.gz")
+    out = tmp_path / "seg.nii.gz"
+    code, _, stderr = run("segment", random_model_dir, scan, "--out", out, "--tilings", "3")
+    assert code == 2 and "shifted tilings need a model with a pixel spacing" in stderr
+    assert "Traceback" not in stderr and not out.exists()
