@@ -234,9 +234,9 @@ def test_a_legacy_model_depends_on_the_field_of_view(rabbit: tuple) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["torch", "onnx"])
+@pytest.mark.parametrize(("engine", "tilings"), [("torch", 1), ("onnx", 1), ("torch", 5)])
 def test_the_shipped_human_model_gives_the_same_labels_padded_with_air(
-    engine: str, tmp_path: Path
+    engine: str, tilings: int, tmp_path: Path
 ) -> None:
     """The real network, not a transparent one: EfficientNet's squeeze-and-excitation pools over
     the whole tile, so a tile that moves relative to the body changes its answer. Tiles follow
@@ -244,13 +244,14 @@ def test_the_shipped_human_model_gives_the_same_labels_padded_with_air(
     move a probability by more than float rounding (1/255 as stored), so a label may change
     only where an organ's probability sits at the 0.5 decision threshold. (Tiling the whole
     field moved the liver's Dice to 0.92 and the spleen's to 0.48 on a real CT padded with 100
-    mm of air: benchmarks/body_box_tiles.py.)"""
+    mm of air: benchmarks/body_box_tiles.py.) The same with five grids of tiles (``tilings``),
+    each moved relative to the body's box."""
     from vetseg.data.preprocess import body_level
 
     shipped = Path(__file__).resolve().parents[2] / "src" / "vetseg" / "assets" / "human_model"
     model = shutil.copytree(shipped, tmp_path / "human_model")  # an export lands beside it
-    segmenter = Segmenter.load(model, engine=engine, threads=1)
-    assert body_level(segmenter.info.preprocess) is not None
+    segmenter = Segmenter.load(model, engine=engine, threads=1, tilings=tilings)
+    assert body_level(segmenter.info.preprocess) is not None and segmenter.tilings == tilings
     phantom = make_phantom("human", np.random.default_rng([11, 0]), True, "wide")
     mid = phantom.ct.shape[0] // 2
     ct = phantom.ct[mid - 2 : mid + 2].astype(np.float32)
