@@ -499,17 +499,72 @@ BODY_HU = -500.0
 BACKGROUND_LOGIT = -30.0
 
 
-def body_level(preprocess: PreprocessConfig) -> float | None:
-    """The model intensity above which a pixel is body (:data:`BODY_HU`, kept at least 1% of
-    the window above its low end); None for a model without fixed intensity statistics (its
-    normalisation is per slice, so air has no fixed value): tiles then cover the whole slice."""
-    if preprocess.intensity is None:
-        return None
+def body_threshold(preprocess: PreprocessConfig) -> float | None:
+    """The scan value (HU for a HU model) above which a pixel is body: :data:`BODY_HU`, kept
+    at least 1% of the window above its low end; None when that leaves no room in the window."""
     low, high = preprocess.window
     level = max(BODY_HU, low + 0.01 * (high - low))
-    if level >= high:
+    return None if level >= high else float(level)
+
+
+def body_level(preprocess: PreprocessConfig) -> float | None:
+    """The model intensity above which a pixel is body (:func:`body_threshold`); None for a
+    model without fixed intensity statistics (its normalisation is per slice, so air has no
+    fixed value): tiles then cover the whole slice."""
+    level = body_threshold(preprocess)
+    if preprocess.intensity is None or level is None:
         return None
     return float((level - preprocess.intensity[0]) / preprocess.intensity[1])
+
+
+#: HU at or below which a pixel is the scanner's padding outside its reconstruction circle
+#: (scanners write -1024 to -3024 there). Air reads about -1000 with noise, so padding of -1024
+#: is not told apart from air, and only the slice's border counts as the field's edge then.
+PADDING_HU = -1100.0
+
+#: Share of a slice's rim (its border pixels and those next to the padding) that the trunk
+#: must hold for the slice to count as cut by the scanner's field of view. On the real series
+#: cut to centred fields (its trunk lies low in the field): 0.04-0.06 from 450 down to 350 mm,
+#: where the table, joined to the trunk, reaches the edge; 0.18 at 320 mm and 0.43 at 292 mm,
+#: where the trunk itself is cut.
+CUT_RIM_SHARE = 0.10
+
+
+def slices_cut_by_field(volume: np.ndarray, preprocess: PreprocessConfig) -> int:
+    """How many slices of ``volume`` show a body cut by the scanner's field of view.
+
+    ``volume``: ``[z, y, x]`` in HU, slices across the body (canonical). A slice's rim is its
+    border pixels and the pixels next to the padding outside a reconstruction circle
+    (:data:`PADDING_HU`); the slice is cut when at least :data:`CUT_RIM_SHARE` of its rim
+    belongs to the trunk, the largest connected part above :func:`body_threshold` (arms cut by
+    the field do not count, a table beside the trunk only a little). A body inside the field,
+    with air around it, is not cut. Only for HU models (window from -1000 HU or lower): in
+    other units (8-bit micro-CT) air has no known value, and 0 is returned.
+    """
+    from scipy import ndimage
+
+    level = body_threshold(preprocess)
+    if level is None or preprocess.window[0] > -1000.0:
+        return 0
+    cut = 0
+    for image in volume:
+        parts, count = ndimage.label(image > level)
+        if count == 0:
+            continue
+        body = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+        rim = np.zeros(body.shape, dtype=bool)
+        rim[[0, -1], :] = True
+        rim[:, [0, -1]] = True
+        padding = image <= PADDING_HU
+        rim[1:] |= padding[:-1]
+        rim[:-1] |= padding[1:]
+        rim[:, 1:] |= padding[:, :-1]
+        rim[:, :-1] |= padding[:, 1:]
+        rim &= ~padding
+        total = int(rim.sum())
+        if total and int((rim & body).sum()) >= CUT_RIM_SHARE * total:
+            cut += 1
+    return cut
 
 
 def _box_starts(mask_1d: np.ndarray, size: int) -> list[int]:

@@ -60,7 +60,8 @@ class ScanResult:
             ``postprocess``, ...), ``write`` (label map), ``outputs`` (every other file).
         notes: things the user should know (e.g. no DICOM-SEG because no organ was found).
         warnings: things that may make the result wrong (the body's long axis not across the
-            slices: :func:`vetseg.io.orientation.posture_warning`).
+            slices: :func:`vetseg.io.orientation.posture_warning`; a body cut by the field of
+            view: :func:`field_cut_warning`).
     """
 
     scan: Path
@@ -72,6 +73,24 @@ class ScanResult:
     step_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+#: Share of a scan's slices cut by the field of view from which ``vetseg segment`` warns.
+CUT_WARN_SHARE = 0.1
+
+
+def field_cut_warning(cut: int, slices: int, scan: str) -> str:
+    """The warning for a scan whose body the field of view cuts on ``cut`` of its ``slices``
+    (:func:`~vetseg.data.preprocess.slices_cut_by_field`), or ``""`` below
+    :data:`CUT_WARN_SHARE` of them."""
+    if cut == 0 or cut < CUT_WARN_SHARE * slices:
+        return ""
+    return (
+        f"{scan}: the body reaches the edge of the scanner's field of view on {cut} of"
+        f" {slices} slices (a field narrower than the body): organs there are segmented only"
+        " inside the field, and less well near its edge (a real series cut to a 292 mm field"
+        ' lost 0.1 of its spleen\'s Dice; README, "Where vetseg loses").'
+    )
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -160,6 +179,8 @@ def segment_scan(
     )
     result = ScanResult(scan=scan, organ_stats=prediction.organ_stats, slices=volume.shape[0])
     result.warnings += [warning] if warning else []
+    cut = field_cut_warning(prediction.cut_slices, prediction.slices, str(scan))
+    result.warnings += [cut] if cut else []
     result.organs_found = [s.organ for s in prediction.organ_stats if s.voxels > 0]
     result.step_seconds = {"read": read_seconds, **prediction.seconds}
 

@@ -50,7 +50,11 @@ class Prediction:
         organ_stats: the report rows: volume (ml), mean and sd intensity, confidence.
         probability: uint8 [z, y, x], the winning organ's probability (0..255 for 0..1) on the
             input grid; only when asked for (``keep_probability``), else None.
-        seconds: wall time per step (``reorient``, ``model``, ``postprocess``, ``statistics``).
+        seconds: wall time per step (``reorient``, ``model``, ``postprocess``, ``statistics``,
+            ``field``).
+        cut_slices: slices whose body the scanner's field of view cuts
+            (:func:`~vetseg.data.preprocess.slices_cut_by_field`), of ``slices`` (across the
+            body, in the model's orientation).
     """
 
     labels: np.ndarray
@@ -58,6 +62,8 @@ class Prediction:
     organ_stats: list[OrganStats] = field(default_factory=list)
     probability: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    cut_slices: int = 0
+    slices: int = 0
 
     def uncertainty(self) -> np.ndarray:
         """Per-voxel uncertainty in percent (uint8 0..100); needs ``probability``.
@@ -520,6 +526,10 @@ class Segmenter:
             model_labels=model_labels if labels_c is not model_labels else None,
         )
         clock.lap("statistics")
+        from vetseg.data.preprocess import slices_cut_by_field
+
+        cut_slices, slices = slices_cut_by_field(canonical, self.info.preprocess), len(canonical)
+        clock.lap("field")
         del model_labels, canonical
         labels = from_canonical(labels_c, meta, volume.shape, orientation)
         probability = (
@@ -532,6 +542,8 @@ class Segmenter:
             organ_stats=stats,
             probability=probability,
             seconds=clock.laps,
+            cut_slices=cut_slices,
+            slices=slices,
         )
 
     def predict_file(self, scan: str | Path, out: str | Path) -> Prediction:
