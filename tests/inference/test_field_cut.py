@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,11 @@ def test_segment_warns_for_a_cut_scan_only(random_model_dir: Path, tmp_path: Pat
     code, _, stderr = run("segment", random_model_dir, whole, "--out", tmp_path / "w.nii.gz")
     assert code == 0, stderr
     assert "field of view" not in stderr
-    code, _, stderr = run("segment", random_model_dir, cut, "--out", tmp_path / "c.nii.gz")
+    report = tmp_path / "c_report"
+    args = ["--out", tmp_path / "c.nii.gz", "--report", report]
+    code, _, stderr = run("segment", random_model_dir, cut, *args)
     assert code == 0, stderr
     assert "warning:" in stderr and "reaches the edge of the scanner's field of view" in stderr
     assert (tmp_path / "c.nii.gz").exists()  # a warning, not a refusal
+    warnings = json.loads((tmp_path / "c_report.json").read_text())["warnings"]
+    assert len(warnings) == 1 and "on 3 of 3 slices" in warnings[0]

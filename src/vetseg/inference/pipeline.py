@@ -193,7 +193,9 @@ def segment_scan(
         result.written.append(outputs.uncertainty)
     prediction.probability = None  # the uncertainty map was its only use
     if outputs.report is not None:
-        report = build_report(segmenter, scan, meta.spacing, prediction.organ_stats)
+        report = build_report(
+            segmenter, scan, meta.spacing, prediction.organ_stats, result.warnings
+        )
         result.written += list(report.write(*report_paths(outputs.report)))
     if outputs.dicom_seg is not None and source is not None:
         if result.organs_found:
@@ -228,8 +230,10 @@ def build_report(
     scan: Path,
     spacing: tuple[float, float, float],
     stats: list[OrganStats],
+    warnings: list[str] | None = None,
 ) -> SegmentationReport:
-    """The report of one scan: its organ rows and the model and settings that made them."""
+    """The report of one scan: its organ rows, the model and settings that made them, and the
+    ``warnings`` printed for it."""
     info = segmenter.info
     postprocess: dict[str, Any] | None = (
         segmenter.postprocess.to_json() if segmenter.postprocess is not None else None
@@ -255,6 +259,7 @@ def build_report(
             "mirror": segmenter.mirror,
             "tilings": segmenter.tilings,
         },
+        warnings=list(warnings or []),
     )
 
 

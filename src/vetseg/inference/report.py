@@ -214,6 +214,8 @@ class SegmentationReport:
         model: model id, stage, species and whether it was trained on synthetic data.
         settings: engine, threshold, post-processing rules.
         created: ISO time stamp (UTC).
+        warnings: things that may make the result wrong, as ``vetseg segment`` printed them
+            (a body cut by the field of view, a scan's long axis along the slices).
     """
 
     scan: str
@@ -222,6 +224,7 @@ class SegmentationReport:
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.created:
@@ -238,6 +241,7 @@ class SegmentationReport:
             "confidence": "mean model probability over the voxels the model assigned to the organ",
             "model": self.model,
             "settings": self.settings,
+            "warnings": list(self.warnings),
             "organs": [{k: _json_number(v) for k, v in asdict(row).items()} for row in self.organs],
         }
 
