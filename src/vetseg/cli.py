@@ -1065,6 +1065,9 @@ def prelabel_cmd(
             f"  {item.rank + 1:>3}. {item.case_id:<24} uncertainty {item.uncertainty:.3f}  "
             f"{workspace / 'review' / item.case_id / 'prelabel.nii.gz'}"
         )
+    for item in result.items:
+        if item.warning:
+            print(f"warning: {item.warning}", file=sys.stderr)
     for case_id, why in result.skipped:
         print(f"skipped {case_id} (no draft written): {why}", file=sys.stderr)
 

@@ -205,3 +205,33 @@ def test_prelabel_command_names_the_skipped_scan(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "pre-labelled 1 case(s)" in result.stdout
     assert "skipped raw0 (no draft written): its lowest value is" in result.stderr
+
+
+def test_a_scan_cut_by_the_field_of_view_gets_its_draft_and_a_warning(tmp_path) -> None:
+    """The trunk cut at both sides on every slice: the draft is written (the vet corrects it)
+    and the case, the command's stderr and the audit say that the field cuts the body."""
+    from typer.testing import CliRunner
+
+    from tests.workflow.helpers import META, phantom
+    from vetseg.cli import app
+    from vetseg.io.image import write_image
+
+    setup = make_workspace(tmp_path, labelled=0, unlabelled=1)
+    image, _ = phantom(seed=7)
+    width = image.shape[2]
+    cut = np.ascontiguousarray(image[:, :, width // 4 : 3 * width // 4])
+    with Workspace.open(setup.root) as ws:
+        add_scans(ws, [write_image(cut, META, tmp_path / "cut0.nii.gz")])
+    result = CliRunner().invoke(app, ["prelabel", str(setup.root)])
+    assert result.exit_code == 0, result.output
+    assert "pre-labelled 2 case(s)" in result.stdout
+    message = "warning: cut0: the body reaches the edge of the scanner's field of view"
+    assert message in result.stderr
+    assert result.stderr.count("warning:") == 1  # the uncut case has none
+    with Workspace.open(setup.root) as ws:
+        assert (ws.review_dir("cut0") / "prelabel.nii.gz").is_file()
+        records = {
+            r["details"]["case"]: r["details"] for r in ws.audit_log() if r["action"] == "prelabel"
+        }
+        assert records["cut0"]["field_cut_slices"][0] == records["cut0"]["field_cut_slices"][1]
+        assert "field_cut_slices" not in records["new0"]

@@ -48,12 +48,15 @@ BODY_FRACTION = 0.05
 
 @dataclass(frozen=True)
 class PrelabelItem:
-    """One pre-labelled case: queue position (0 first), score and the file written."""
+    """One pre-labelled case: queue position (0 first), score and the file written; a warning
+    when its scan's field of view cuts the body (the draft is weaker near the cut,
+    :func:`~vetseg.inference.pipeline.field_cut_warning`), else ``""``."""
 
     case_id: str
     rank: int
     uncertainty: float
     path: str
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ def _prelabel_case(
     import shutil
 
     from vetseg.data.preprocess import inplane_offset, inplane_spacing
+    from vetseg.inference.pipeline import field_cut_warning
     from vetseg.io.image import to_canonical, write_image
     from vetseg.io.units import AIR_HU, expects_hu, lowest_value
 
@@ -263,6 +267,7 @@ def _prelabel_case(
             inplane_offset(canonical_meta),
         )
     prediction = segmenter.predict(volume, posed)  # the label map keeps the header's grid
+    warning = field_cut_warning(prediction.cut_slices, prediction.slices, case_id)
     labels = _workspace_ids(info.organs, organs)[prediction.labels]
     names = {i + 1: organ for i, organ in enumerate(organs)}
     folder = workspace.review_dir(case_id)
@@ -283,11 +288,11 @@ def _prelabel_case(
             (now(), case_id),
         )
         workspace.record_files(relative, workspace.relative(folder / "prelabel.nii.gz"))
-        workspace.audit(
-            "prelabel",
-            {"case": case_id, "model": info.model_id, "run": run, "uncertainty": score},
-        )
-    return PrelabelItem(case_id, rank, score, relative)
+        record = {"case": case_id, "model": info.model_id, "run": run, "uncertainty": score}
+        if warning:
+            record["field_cut_slices"] = [prediction.cut_slices, prediction.slices]
+        workspace.audit("prelabel", record)
+    return PrelabelItem(case_id, rank, score, relative, warning)
 
 
 # --------------------------------------------------------------------------- command
