@@ -14,7 +14,8 @@ count is scored, on copies of MODEL that differ only in it, on:
 each the mean over six sub-pixel origin offsets (``series_offset_noise.OFFSETS``), as
 ``vetseg segment`` writes it (post-processed); the validation phantoms (6, 3D); and the time
 of ``Segmenter.predict`` on HCC_009 (median of 3). The rule that decides the shipped default
-was written before this ran (README, "Shifted tilings"); ``--rule`` prints its lines.
+was written before this ran (docs/human_model.md, "Shifted tilings at the kept-out scan's field
+of view"); the script prints its lines for every count and stores them under ``rule``.
 
 Usage::
 
@@ -156,7 +157,8 @@ def measure(model: Path, folders: dict[str, list[Path]], hcc: dict[str, tuple]) 
 
 
 def rule(results: dict[str, dict]) -> dict[str, dict]:
-    """The lines of the rule (README, "Shifted tilings") for every count against 1."""
+    """The lines of the rule (docs/human_model.md, "Shifted tilings at the kept-out scan's field
+    of view") for every count against 1."""
     one = results["1"]
     out = {}
     for count, r in results.items():
